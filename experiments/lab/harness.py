@@ -1,0 +1,302 @@
+"""Start the runner under a watchdog, inject faults from outside, measure, and reap the whole tree.
+
+    harness (this process)                 runner (fresh process, own session)         workers
+    ----------------------                 -----------------------------------         -------
+    Popen(runner, start_new_session) ----> VARIANTS[v].run(job, items, ...) ---------> job(item)
+    every TICK: scan the process group     |                                           | stamp start/fault
+      (who is alive: stop latency,          |                                           v
+       leftovers, orphans)                 |                                    events file (JSON lines)
+    read events: SIGKILL the worker busy   |                                           ^
+      on item k / the runner itself  ------+-------------------------------------------+
+    watchdog: no exit by `watchdog` s -> SIGUSR1 (stack dump), then SIGKILL the group: "hung"
+    RESULT line <------------------------- prints one JSON line, then exits naturally
+
+Every run is in its own session (process group), so the harness can find every process of the run,
+including workers orphaned when the runner dies, and kill them all at the end. Nothing outlives
+:func:`run_scenario`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import memory_profiler
+import psutil
+
+from . import cgroup, jobs
+from .runner import RESULT_TAG
+
+ROOT = Path(__file__).resolve().parents[2]
+TICK = 0.005  # seconds between scans of the process group: the resolution of stop latency
+MEMORY_TICK = 0.05  # seconds between memory samples, when sampling is asked for
+# A process of the run still alive this long after the runner exited counts as left running. The
+# margin: multiprocessing's resource_tracker exits on EOF of its pipe within milliseconds; 0.5 s is
+# two orders of magnitude above that, and far below "left running for good".
+LEFTOVER_GRACE = 0.5
+
+
+@dataclass
+class Outcome:
+    """What the harness saw. Latencies in seconds; None where the event never happened."""
+
+    variant: str
+    status: str  # "returned" | "raised" | "hung" (no result before the watchdog) | "parent_killed"
+    result: dict[str, Any] | None
+    fault_t: float | None
+    detect_latency: float | None  # fault -> run() returned or raised
+    stop_latency: float | None  # fault -> no process of the run but the runner alive
+    exit_latency: float | None  # run() came back -> runner process exited (lingering threads, joins)
+    lingered: bool  # run() came back but the runner did not exit before the watchdog
+    left_running: list[str]  # processes of the run alive when the runner exited (or at the watchdog)
+    orphans_exit_latency: float | None  # runner killed: time from its death until all its processes were gone
+    peak_children_mb: float | None
+    memory_trace: list[tuple[float, float, float]]  # (t since start, runner MiB, children MiB)
+    stdout: str
+    stderr: str
+    events: list[dict[str, Any]] = field(default_factory=list)
+    wall: float = 0.0
+
+    @property
+    def kind(self) -> str | None:
+        return (self.result or {}).get("kind")
+
+    @property
+    def item(self) -> Any:
+        return (self.result or {}).get("item")
+
+    @property
+    def exitcode(self) -> int | None:
+        return (self.result or {}).get("exitcode")
+
+    @property
+    def detected(self) -> bool:
+        return self.status == "raised"
+
+    def label(self) -> str:
+        """One word for the fault matrix."""
+        if self.status == "raised":
+            return f"raised {self.result.get('kind') or self.result.get('exc_type')}"
+        return self.status
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["stdout"] = self.stdout[-4000:]
+        d["stderr"] = self.stderr[-4000:]
+        return d
+
+
+def _group_members(pgid: int, exclude: int | None = None) -> list[psutil.Process]:
+    out = []
+    for pid in psutil.pids():
+        if pid == exclude:
+            continue
+        try:
+            if os.getpgid(pid) == pgid:
+                p = psutil.Process(pid)
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    out.append(p)
+        except (ProcessLookupError, psutil.Error):
+            pass
+    return out
+
+
+def describe(p: psutil.Process) -> str:
+    """A short name for a leftover process: what a reader needs to recognise it."""
+    try:
+        cmd = " ".join(p.cmdline())
+    except psutil.Error:
+        return f"{p.pid} (gone)"
+    for key, name in (("resource_tracker", "resource_tracker"), ("forkserver", "forkserver"),
+                      ("loky", "loky worker"), ("distributed", "dask process"), ("pebble", "pebble worker")):
+        if key in cmd:
+            return f"{p.pid} {name}"
+    if "spawn_main" in cmd:
+        return f"{p.pid} worker/manager (spawn)"
+    return f"{p.pid} {cmd[:80]}"
+
+
+def kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_scenario(variant: str, *, job: dict[str, Any] | None = None, items: int = 20,
+                 items_raise_at: int | None = None, on_result: dict[str, Any] | None = None,
+                 run_kwargs: dict[str, Any] | None = None, resume_items: list[Any] | None = None,
+                 watchdog: float = 30.0, fault_clock: str = "event",
+                 kill_worker_on_item: Any = None, kill_runner_after_starts: int | None = None,
+                 sigint_after_starts: int | None = None, orphan_watch: float = 2.0,
+                 sample_memory: bool = False, python: str | None = None) -> Outcome:
+    """Run ``variant`` on one scenario in a fresh runner process and observe it from outside.
+
+    ``fault_clock`` says when the fault happened: "event" (the first fault stamped by a job, the items
+    iterator or on_result, or the harness's own kill), "deadline" (start + timeout), or "task_deadline"
+    (the hang's stamp + task_timeout).
+    """
+    run_kwargs = dict(run_kwargs or {})
+    with tempfile.TemporaryDirectory(prefix="lab-") as tmp:
+        events = os.path.join(tmp, "events.jsonl")
+        spec = {"variant": variant, "job": job or {}, "items": {"count": items, "raise_at": items_raise_at},
+                "on_result": on_result or {}, "run_kwargs": run_kwargs, "events": events,
+                "resume_items": resume_items}
+        stderr_path = os.path.join(tmp, "stderr.txt")
+        with open(stderr_path, "w+") as stderr_file:
+            return _observe(variant, spec, events, stderr_file, run_kwargs, watchdog, fault_clock,
+                            kill_worker_on_item, kill_runner_after_starts, sigint_after_starts,
+                            orphan_watch, sample_memory, python or sys.executable)
+
+
+def _observe(variant, spec, events, stderr_file, run_kwargs, watchdog, fault_clock, kill_worker_on_item,
+             kill_runner_after_starts, sigint_after_starts, orphan_watch, sample_memory, python) -> Outcome:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
+    t0 = time.monotonic()
+    proc = subprocess.Popen([python, "-m", "experiments.lab.runner", json.dumps(spec)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=stderr_file, text=True, start_new_session=True)
+    pgid = proc.pid
+    lines: list[str] = []
+    result_box: dict[str, Any] = {}
+
+    def read_stdout() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith(RESULT_TAG):
+                result_box["t_seen"] = time.monotonic()
+                result_box["result"] = json.loads(line[len(RESULT_TAG):])
+            else:
+                lines.append(line)
+
+    reader = threading.Thread(target=read_stdout, daemon=True, name="runner-stdout")
+    reader.start()
+    harness_fault_t: float | None = None
+    parent_killed_t: float | None = None
+    exit_t: float | None = None
+    stop_t: float | None = None
+    hung = False
+    left: list[str] | None = None
+    orphans_gone_t: float | None = None
+    peak_children = 0.0
+    trace: list[tuple[float, float, float]] = []
+    next_sample = t0
+    acted = False
+    try:
+        while True:
+            now = time.monotonic()
+            members = _group_members(pgid, exclude=proc.pid)
+            fault_ref = harness_fault_t or _first_fault(events)
+            if fault_ref is not None and stop_t is None and not members and now > fault_ref:
+                stop_t = now
+            if exit_t is None and proc.poll() is not None:
+                exit_t = now
+            if exit_t is not None:
+                if not members:
+                    orphans_gone_t = now
+                    break
+                if left is None and now > exit_t + LEFTOVER_GRACE:
+                    left = [describe(p) for p in members]
+                if now > exit_t + max(orphan_watch, LEFTOVER_GRACE):
+                    break
+            if sample_memory and now >= next_sample and exit_t is None:
+                next_sample = now + MEMORY_TICK
+                try:
+                    sample = memory_profiler.memory_usage(proc=proc.pid, interval=0.001, multiprocess=True,
+                                                          include_children=False)[0]
+                    peak_children = max(peak_children, sum(sample[1:]))
+                    trace.append((now - t0, sample[0], sum(sample[1:])))
+                except (psutil.Error, IndexError):
+                    pass
+            if not acted and exit_t is None:
+                acted, harness_fault_t, parent_killed_t = _act(
+                    proc, events, kill_worker_on_item, kill_runner_after_starts, sigint_after_starts)
+            if now - t0 > watchdog:
+                if exit_t is None:
+                    hung = "result" not in result_box
+                    left = [describe(p) for p in members]
+                    proc.send_signal(signal.SIGUSR1)  # faulthandler: dump every thread's stack to stderr
+                    try:
+                        proc.wait(0.5)
+                    except subprocess.TimeoutExpired:
+                        pass
+                break
+            time.sleep(TICK)
+    finally:
+        kill_group(pgid)
+        for p in _group_members(pgid):
+            p.kill()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        reader.join(5)
+        cgroup.remove_lab_cgroups()
+    stderr_file.seek(0)
+    result = result_box.get("result")
+    ev = jobs.read_events(events)
+    if fault_clock == "deadline" and result is not None and run_kwargs.get("timeout"):
+        fault_t = result["t_start"] + run_kwargs["timeout"]
+    elif fault_clock == "task_deadline" and run_kwargs.get("task_timeout") and _first_fault(events):
+        fault_t = _first_fault(events) + run_kwargs["task_timeout"]
+    else:
+        fault_t = harness_fault_t or _first_fault(events)
+    if parent_killed_t is not None:
+        status = "parent_killed"
+    elif hung:
+        status = "hung"
+    else:
+        status = (result or {}).get("outcome", "hung")
+    t_end = (result or {}).get("t_end")
+    return Outcome(
+        variant=variant, status=status, result=result, fault_t=fault_t,
+        detect_latency=(t_end - fault_t) if (t_end and fault_t) else None,
+        stop_latency=(stop_t - fault_t) if (stop_t and fault_t) else None,
+        exit_latency=(exit_t - t_end) if (exit_t and t_end) else None,
+        lingered=result is not None and exit_t is None,
+        left_running=left or [],
+        orphans_exit_latency=(orphans_gone_t - parent_killed_t) if (orphans_gone_t and parent_killed_t) else None,
+        peak_children_mb=peak_children if sample_memory else None,
+        memory_trace=trace, stdout="".join(lines), stderr=stderr_file.read(), events=ev,
+        wall=time.monotonic() - t0,
+    )
+
+
+def _first_fault(events: str) -> float | None:
+    ts = [e["t"] for e in jobs.read_events(events) if e["ev"] == "fault"]
+    return min(ts) if ts else None
+
+
+def _act(proc, events, kill_worker_on_item, kill_runner_after_starts, sigint_after_starts):
+    """Inject a fault from outside once its cue appears. Returns (acted, fault_t, parent_killed_t)."""
+    if kill_worker_on_item is None and kill_runner_after_starts is None and sigint_after_starts is None:
+        return True, None, None
+    starts = [e for e in jobs.read_events(events) if e["ev"] == "start"]
+    if kill_worker_on_item is not None:
+        for e in starts:
+            if e["item"] == kill_worker_on_item:
+                t = time.monotonic()
+                try:
+                    os.kill(e["pid"], signal.SIGKILL)  # the article's "kill from another shell"
+                except ProcessLookupError:
+                    return False, None, None
+                return True, t, None
+        return False, None, None
+    if kill_runner_after_starts is not None and len(starts) >= kill_runner_after_starts:
+        t = time.monotonic()
+        proc.kill()  # the main process dies: OOM killer or kill -9 on the parent
+        return True, t, t
+    if sigint_after_starts is not None and len(starts) >= sigint_after_starts:
+        t = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal: SIGINT to the whole foreground group
+        return True, t, None
+    return False, None, None

@@ -1,0 +1,179 @@
+"""The article's workload and jobs that misbehave on cue at a chosen item.
+
+Every job is a small frozen dataclass named effect-at-phase, picklable under spawn. ``at`` is the item
+that misbehaves (``EVERY`` for all of them, as in the article's ``print(hoge)``). Before misbehaving a
+job stamps the fault time with ``time.monotonic()`` (system-wide on Linux, so the harness can compare
+it with its own clock) into the ``events`` file: one JSON line per event, appended atomically.
+Healthy items also stamp ``start`` (with the worker's pid), which is how the harness finds a busy
+worker to kill from outside.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from . import cgroup
+
+EVERY = "every"  # `at` value: misbehave on every item
+ARTICLE_N = 1_000_000  # the article's payload: a list of 1,000,000 ints built one append at a time
+
+
+def stamp(events: str | None, ev: str, item: Any, **extra: Any) -> None:
+    """Append one event line; O_APPEND writes below PIPE_BUF are atomic, so workers never interleave."""
+    if events is None:
+        return
+    line = json.dumps({"ev": ev, "item": item, "pid": os.getpid(), "t": time.monotonic(), **extra})
+    fd = os.open(events, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def read_events(events: str) -> list[dict[str, Any]]:
+    try:
+        with open(events) as f:
+            return [json.loads(line) for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+@dataclass(frozen=True, kw_only=True)
+class Workload:
+    """The healthy task: optionally sleep ``delay`` s (a slow API), then build a list of ``n`` ints."""
+
+    n: int = ARTICLE_N
+    delay: float = 0.0
+    events: str | None = None
+    at: Any = None  # the item that misbehaves (subclasses); None: none
+
+    def __call__(self, item: Any) -> list[int]:
+        stamp(self.events, "start", item)
+        if self.at == EVERY or (self.at is not None and item == self.at):
+            self.misbehave(item)
+        if self.delay:
+            time.sleep(self.delay)
+        large_data = []
+        count = self.n
+        while count >= 1:  # the article's loop, one append at a time
+            large_data.append(1)
+            count -= 1
+        return large_data
+
+    def misbehave(self, item: Any) -> None:
+        pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class RaiseAt(Workload):
+    """Raise NameError at the item, like the article's ``print(hoge)``, after building its list."""
+
+    def misbehave(self, item: Any) -> None:
+        stamp(self.events, "fault", item)
+        print(hoge)  # noqa: F821  (the article's undefined name, on purpose)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SleepAt(Workload):
+    """Sleep ``seconds`` at the item (every item: the article's timeout scenario), then finish normally."""
+
+    seconds: float = 30.0
+
+    def misbehave(self, item: Any) -> None:
+        time.sleep(self.seconds)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HangAt(Workload):
+    """Never return from the item (a request that never answers); SIGTERM ends it."""
+
+    def misbehave(self, item: Any) -> None:
+        stamp(self.events, "fault", item)
+        while True:
+            time.sleep(3600)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HangIgnoringTermAt(Workload):
+    """Never return and ignore SIGTERM (a C extension stuck in a call, or a handler that swallows it)."""
+
+    def misbehave(self, item: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stamp(self.events, "fault", item)
+        while True:
+            time.sleep(3600)
+
+
+@dataclass(frozen=True, kw_only=True)
+class KillSelfAt(Workload):
+    """SIGKILL itself at the item (what the OOM killer sends)."""
+
+    def misbehave(self, item: Any) -> None:
+        stamp(self.events, "fault", item)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OomAt(Workload):
+    """Get OOM-killed for real: move into a memory cgroup limited to ``limit_mb`` MiB and allocate."""
+
+    limit_mb: int = 64
+
+    def misbehave(self, item: Any) -> None:
+        cgroup.enter_limited_cgroup(self.limit_mb << 20)
+        stamp(self.events, "fault", item)
+        hog = []
+        # Bounded: if the limit were not enforced we stop at 8x it instead of eating the machine.
+        for _ in range(8 * self.limit_mb // 8):
+            hog.append(b"x" * (8 << 20))  # written, so the pages are really charged
+        raise MemoryError(f"allocated {8 * len(hog)} MiB under a {self.limit_mb} MiB cgroup limit "
+                          "without being OOM-killed: the limit is not enforced")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SegfaultAt(Workload):
+    """Crash with SIGSEGV at the item (a buggy C extension)."""
+
+    def misbehave(self, item: Any) -> None:
+        stamp(self.events, "fault", item)
+        ctypes.string_at(0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExitAt(Workload):
+    """Call ``os._exit(1)`` at the item (a library that exits instead of raising)."""
+
+    def misbehave(self, item: Any) -> None:
+        stamp(self.events, "fault", item)
+        os._exit(1)
+
+
+JOBS = {cls.__name__: cls for cls in (Workload, RaiseAt, SleepAt, HangAt, HangIgnoringTermAt, KillSelfAt,
+                                      OomAt, SegfaultAt, ExitAt)}
+
+
+def make_job(spec: dict[str, Any]) -> Workload:
+    """``{"type": "RaiseAt", "at": 3, "n": 1000}`` -> ``RaiseAt(at=3, n=1000)``."""
+    spec = dict(spec)
+    cls = JOBS[spec.pop("type", "Workload")]
+    return cls(**spec)
+
+
+class RaisingItems:
+    """An ``items`` iterable that raises at index ``raise_at``: an exception in the main process."""
+
+    def __init__(self, count: int, raise_at: int | None = None, events: str | None = None) -> None:
+        self.count, self.raise_at, self.events = count, raise_at, events
+
+    def __iter__(self):
+        for i in range(self.count):
+            if i == self.raise_at:
+                stamp(self.events, "fault", i, where="items")
+                raise RuntimeError(f"items iterator failed at index {i} (an exception in the main process)")
+            yield i

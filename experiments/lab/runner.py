@@ -1,0 +1,96 @@
+"""Run one variant on one scenario in this fresh process and print one JSON result line.
+
+    python -m experiments.lab.runner '<scenario json>'
+
+The scenario says which variant, which job (see ``jobs.make_job``), how many items (and whether the
+iterator raises), what ``on_result`` does (count, print ``len(result)`` as the article's callback,
+raise at an item) and the keyword arguments for ``run()``. The result line starts with ``RESULT_TAG``
+and carries: outcome, the exception's type/kind/item/exitcode/message, the report, monotonic stamps,
+this process's peak RSS (kernel high-water mark) and the threads and children still alive when
+``run()`` came back. Then the process exits *naturally*, so whatever the variant left behind (a
+non-daemon thread, an executor's atexit join) shows up as the time this process takes to exit, which
+the harness measures. ``SIGUSR1`` dumps every thread's stack (the harness asks before killing a hang).
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import resource
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+RESULT_TAG = "LAB-RESULT "
+
+
+def _jsonable(x: Any) -> Any:
+    try:
+        json.dumps(x)
+        return x
+    except TypeError:
+        return repr(x)
+
+
+def main(spec: dict[str, Any]) -> None:
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    import psutil
+
+    from experiments.lab import jobs
+    from variants import VARIANTS
+
+    events = spec.get("events")
+    variant = VARIANTS[spec["variant"]]
+    job = jobs.make_job({**spec.get("job", {}), "events": events})
+    items_spec = spec.get("items", {})
+    items = jobs.RaisingItems(items_spec.get("count", 100), items_spec.get("raise_at"), events)
+    cb = spec.get("on_result", {})
+    calls: dict[Any, int] = {}
+    callback_fault: dict[str, float] = {}
+
+    def on_result(item: Any, result: Any) -> None:
+        if cb.get("print_len"):
+            print(len(result), flush=True)  # the article's callback prints len(result)
+        if cb.get("raise_at") is not None and (cb["raise_at"] == jobs.EVERY or item == cb["raise_at"]):
+            callback_fault["t"] = time.monotonic()
+            jobs.stamp(events, "fault", item, where="on_result")
+            print(piyo)  # noqa: F821  (the article's undefined name, on purpose)
+        calls[item] = calls.get(item, 0) + 1
+
+    out: dict[str, Any] = {"variant": spec["variant"], "pid": os.getpid(), "python": sys.version.split()[0]}
+    kwargs = dict(spec.get("run_kwargs", {}))
+    if spec.get("resume_items") is not None:
+        items = spec["resume_items"]
+    out["t_start"] = time.monotonic()
+    try:
+        report = variant.run(job, items, on_result=on_result, **kwargs)
+        out["t_end"] = time.monotonic()
+        out["outcome"] = "returned"
+    except BaseException as e:  # noqa: BLE001  (the lab records whatever comes out, KeyboardInterrupt included)
+        out["t_end"] = time.monotonic()
+        out["outcome"] = "raised"
+        out["exc_type"] = type(e).__name__
+        out["message"] = str(e)
+        out["kind"] = getattr(e, "kind", None)
+        out["item"] = _jsonable(getattr(e, "item", None))
+        out["exitcode"] = getattr(e, "exitcode", None)
+        report = getattr(e, "report", None)
+    out["report"] = report.to_dict() if report is not None else None
+    if report is not None and report.fates is not None:
+        out["unfinished"] = [_jsonable(i) for i in report.unfinished()]
+    out["callback_calls"] = len(calls)
+    out["callback_items"] = sorted(calls) if len(calls) <= 2000 else None
+    out["callback_repeats"] = sum(n > 1 for n in calls.values())
+    out["t_callback_fault"] = callback_fault.get("t")
+    out["ru_maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["threads_alive"] = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    out["children_alive"] = [p.pid for p in psutil.Process().children(recursive=True)]
+    print(RESULT_TAG + json.dumps(out, default=repr), flush=True)
+    # Natural exit: non-daemon threads and atexit handlers of the variant run now, and the harness times it.
+
+
+if __name__ == "__main__":
+    main(json.loads(sys.argv[1]))
