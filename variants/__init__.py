@@ -48,3 +48,4 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("as_completed", "variants.as_completed"),
     Variant("callback_monitor", "variants.callback_monitor"),
 )}
+VARIANTS["supervisor"] = Variant("supervisor", "variants.supervisor")

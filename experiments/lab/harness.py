@@ -40,9 +40,11 @@ ROOT = Path(__file__).resolve().parents[2]
 TICK = 0.005  # seconds between scans of the process group: the resolution of stop latency
 MEMORY_TICK = 0.05  # seconds between memory samples, when sampling is asked for
 # A process of the run still alive this long after the runner exited counts as left running. The
-# margin: multiprocessing's resource_tracker exits on EOF of its pipe within milliseconds; 0.5 s is
-# two orders of magnitude above that, and far below "left running for good".
-LEFTOVER_GRACE = 0.5
+# margin: multiprocessing's resource_tracker exits on EOF of its pipe within milliseconds; 1 s is
+# two orders of magnitude above that, and far below "left running for good". A scenario about the
+# parent's death watches longer (orphan_watch).
+LEFTOVER_GRACE = 1.0
+STARTED_GROUPS: set[int] = set()  # every process group this harness started: the leak check scans them
 
 
 @dataclass
@@ -57,7 +59,8 @@ class Outcome:
     stop_latency: float | None  # fault -> no process of the run but the runner alive
     exit_latency: float | None  # run() came back -> runner process exited (lingering threads, joins)
     lingered: bool  # run() came back but the runner did not exit before the watchdog
-    left_running: list[str]  # processes of the run alive when the runner exited (or at the watchdog)
+    left_running: list[str]  # processes of the run alive LEFTOVER_GRACE (or orphan_watch) s after the runner
+    #                          exited, or when the watchdog fired
     orphans_exit_latency: float | None  # runner killed: time from its death until all its processes were gone
     peak_children_mb: float | None
     memory_trace: list[tuple[float, float, float]]  # (t since start, runner MiB, children MiB)
@@ -95,7 +98,7 @@ class Outcome:
         return d
 
 
-def _group_members(pgid: int, exclude: int | None = None) -> list[psutil.Process]:
+def group_members(pgid: int, exclude: int | None = None) -> list[psutil.Process]:
     out = []
     for pid in psutil.pids():
         if pid == exclude:
@@ -137,7 +140,7 @@ def run_scenario(variant: str, *, job: dict[str, Any] | None = None, items: int 
                  run_kwargs: dict[str, Any] | None = None, resume_items: list[Any] | None = None,
                  watchdog: float = 30.0, fault_clock: str = "event",
                  kill_worker_on_item: Any = None, kill_runner_after_starts: int | None = None,
-                 sigint_after_starts: int | None = None, orphan_watch: float = 2.0,
+                 sigint_after_starts: int | None = None, orphan_watch: float = LEFTOVER_GRACE,
                  sample_memory: bool = False, python: str | None = None) -> Outcome:
     """Run ``variant`` on one scenario in a fresh runner process and observe it from outside.
 
@@ -166,6 +169,7 @@ def _observe(variant, spec, events, stderr_file, run_kwargs, watchdog, fault_clo
     proc = subprocess.Popen([python, "-m", "experiments.lab.runner", json.dumps(spec)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=stderr_file, text=True, start_new_session=True)
     pgid = proc.pid
+    STARTED_GROUPS.add(pgid)
     lines: list[str] = []
     result_box: dict[str, Any] = {}
 
@@ -184,6 +188,7 @@ def _observe(variant, spec, events, stderr_file, run_kwargs, watchdog, fault_clo
     parent_killed_t: float | None = None
     exit_t: float | None = None
     stop_t: float | None = None
+    last_seen: float | None = None
     hung = False
     left: list[str] | None = None
     orphans_gone_t: float | None = None
@@ -194,19 +199,19 @@ def _observe(variant, spec, events, stderr_file, run_kwargs, watchdog, fault_clo
     try:
         while True:
             now = time.monotonic()
-            members = _group_members(pgid, exclude=proc.pid)
-            fault_ref = harness_fault_t or _first_fault(events)
-            if fault_ref is not None and stop_t is None and not members and now > fault_ref:
-                stop_t = now
+            members = group_members(pgid, exclude=proc.pid)
+            if members:
+                last_seen, stop_t = now, None
+            elif stop_t is None and last_seen is not None:
+                stop_t = now  # the run's processes just went from some to none
             if exit_t is None and proc.poll() is not None:
                 exit_t = now
             if exit_t is not None:
                 if not members:
                     orphans_gone_t = now
                     break
-                if left is None and now > exit_t + LEFTOVER_GRACE:
-                    left = [describe(p) for p in members]
                 if now > exit_t + max(orphan_watch, LEFTOVER_GRACE):
+                    left = [describe(p) for p in members]
                     break
             if sample_memory and now >= next_sample and exit_t is None:
                 next_sample = now + MEMORY_TICK
@@ -233,13 +238,15 @@ def _observe(variant, spec, events, stderr_file, run_kwargs, watchdog, fault_clo
             time.sleep(TICK)
     finally:
         kill_group(pgid)
-        for p in _group_members(pgid):
+        for p in group_members(pgid):
             p.kill()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             pass
         reader.join(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
         cgroup.remove_lab_cgroups()
     stderr_file.seek(0)
     result = result_box.get("result")
@@ -256,11 +263,13 @@ def _observe(variant, spec, events, stderr_file, run_kwargs, watchdog, fault_clo
         status = "hung"
     else:
         status = (result or {}).get("outcome", "hung")
+    if left or hung or (exit_t is None and not parent_killed_t):
+        stop_t = None  # the harness had to kill them: the run never stopped its processes by itself
     t_end = (result or {}).get("t_end")
     return Outcome(
         variant=variant, status=status, result=result, fault_t=fault_t,
         detect_latency=(t_end - fault_t) if (t_end and fault_t) else None,
-        stop_latency=(stop_t - fault_t) if (stop_t and fault_t) else None,
+        stop_latency=(stop_t - fault_t) if (stop_t and fault_t and stop_t > fault_t) else None,
         exit_latency=(exit_t - t_end) if (exit_t and t_end) else None,
         lingered=result is not None and exit_t is None,
         left_running=left or [],

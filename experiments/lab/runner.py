@@ -52,12 +52,12 @@ def main(spec: dict[str, Any]) -> None:
     callback_fault: dict[str, float] = {}
 
     def on_result(item: Any, result: Any) -> None:
-        if cb.get("print_len"):
-            print(len(result), flush=True)  # the article's callback prints len(result)
         if cb.get("raise_at") is not None and (cb["raise_at"] == jobs.EVERY or item == cb["raise_at"]):
             callback_fault["t"] = time.monotonic()
             jobs.stamp(events, "fault", item, where="on_result")
-            print(piyo)  # noqa: F821  (the article's undefined name, on purpose)
+            print(piyo)  # noqa: F821  (the article's undefined name, on purpose, before its print(len))
+        if cb.get("print_len"):
+            print(len(result), flush=True)  # the article's callback prints len(result)
         calls[item] = calls.get(item, 0) + 1
 
     out: dict[str, Any] = {"variant": spec["variant"], "pid": os.getpid(), "python": sys.version.split()[0]}

@@ -1,0 +1,155 @@
+"""Every fault scenario, defined once: experiments assert on them, bench/run.py sweeps them.
+
+A scenario is a function ``(workers, n) -> Scenario``: the keyword arguments for
+``harness.run_scenario`` plus the item that is the culprit (``None`` where no item is). ``n`` is the
+payload (ints per result); ``workers`` the pool size. The comments say what each one provokes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .jobs import ARTICLE_N, EVERY
+
+SMALL_N = 100_000  # payload when the payload is not the point: keeps the suite fast and light
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    kwargs: dict[str, Any]
+    fault_item: Any = None
+    title: str = ""
+    needs: tuple[str, ...] = field(default_factory=tuple)  # "oom": a writable memory cgroup
+
+
+def _s(name: str, workers: int, title: str, fault_item: Any = None, needs: tuple[str, ...] = (),
+       **kwargs: Any) -> Scenario:
+    kwargs["run_kwargs"] = {"workers": workers, **kwargs.get("run_kwargs", {})}
+    return Scenario(name, kwargs, fault_item, title, needs)
+
+
+def worker_raises(workers: int = 4, n: int = SMALL_N) -> Scenario:
+    # One failing item early among long (1 s) tasks: the healthy run lasts 7 s at 4 workers, longer
+    # than the article's 5 s poll, so "when is it noticed" has an answer for every design.
+    return _s("worker_raises", workers, "a worker raises (one item among long tasks)", fault_item=1,
+              job={"type": "RaiseAt", "at": 1, "n": n, "delay": 1.0}, items=7 * workers, watchdog=25)
+
+
+def worker_raises_every(workers: int = 4, n: int = ARTICLE_N) -> Scenario:
+    # The article's first transcript: print(hoge) in every task, 100 tasks.
+    return _s("worker_raises_every", workers, "every worker raises (the article's print(hoge))", fault_item=0,
+              job={"type": "RaiseAt", "at": EVERY, "n": n}, items=100, watchdog=25)
+
+
+def worker_killed(workers: int = 4, n: int = SMALL_N) -> Scenario:
+    # The article's "kill the worker's PID from another shell": the harness SIGKILLs the worker busy on item 2.
+    return _s("worker_killed", workers, "a worker is SIGKILLed from outside", fault_item=2,
+              job={"type": "Workload", "n": n, "delay": 0.5}, items=3 * workers, kill_worker_on_item=2, watchdog=8)
+
+
+def worker_crash(kind: str) -> Callable[..., Scenario]:
+    """A worker dies by itself: "KillSelfAt" (SIGKILL), "SegfaultAt" (SIGSEGV) or "ExitAt" (os._exit(1))."""
+    def make(workers: int = 4, n: int = SMALL_N) -> Scenario:
+        return _s(f"worker_crash_{kind}", workers, f"a worker dies by itself ({kind})", fault_item=2,
+                  job={"type": kind, "at": 2, "n": n, "delay": 0.5}, items=3 * workers, watchdog=8)
+    return make
+
+
+def worker_oom(workers: int = 4, n: int = SMALL_N) -> Scenario:
+    # A real kernel OOM kill: the job moves its worker into a 64 MiB memory cgroup and allocates.
+    return _s("worker_oom", workers, "a worker is OOM-killed by the kernel", fault_item=2, needs=("oom",),
+              job={"type": "OomAt", "at": 2, "n": n, "delay": 0.5, "limit_mb": 64}, items=3 * workers, watchdog=8)
+
+
+def callback_raises(workers: int = 4, n: int = SMALL_N) -> Scenario:
+    # on_result (the "save to the database" callback) raises on item 3, like the article's print(piyo).
+    return _s("callback_raises", workers, "the result callback raises", fault_item=3,
+              job={"type": "Workload", "n": n, "delay": 0.3}, items=4 * workers,
+              on_result={"raise_at": 3}, watchdog=8)
+
+
+def run_timeout(workers: int = 4, n: int = SMALL_N) -> Scenario:
+    # The article's timeout scenario, shortened: every task sleeps 2 s, the whole run may take 3 s.
+    return _s("run_timeout", workers, "the whole run exceeds its timeout", job={"type": "SleepAt", "at": EVERY, "seconds": 2.0,
+              "n": n}, items=10 * workers, run_kwargs={"timeout": 3.0}, fault_clock="deadline", watchdog=12)
+
+
+def hang_with_timeout(workers: int = 4, n: int = SMALL_N) -> Scenario:
+    # One task never returns; the whole run has a 3 s limit; every other task is short.
+    return _s("hang_with_timeout", workers, "a worker hangs; the run has a timeout", fault_item=1,
+              job={"type": "HangAt", "at": 1, "n": n, "delay": 0.1}, items=4 * workers,
+              run_kwargs={"timeout": 3.0}, fault_clock="deadline", watchdog=12)
+
+
+def hang_no_timeout(workers: int = 4, n: int = SMALL_N) -> Scenario:
+    # One task never returns and nothing has a limit: no design can tell a hang from slow work.
+    return _s("hang_no_timeout", workers, "a worker hangs; no timeout at all", fault_item=1,
+              job={"type": "HangAt", "at": 1, "n": n, "delay": 0.1}, items=4 * workers, watchdog=6)
+
+
+def task_timeout(workers: int = 4, n: int = SMALL_N) -> Scenario:
+    # One task never returns; each task may take 1 s (task_timeout), counted from its start.
+    return _s("task_timeout", workers, "a worker hangs; per-task timeout 1 s", fault_item=1,
+              job={"type": "HangAt", "at": 1, "n": n, "delay": 0.1}, items=4 * workers,
+              run_kwargs={"task_timeout": 1.0}, fault_clock="task_deadline", watchdog=8)
+
+
+def hang_ignoring_sigterm(workers: int = 4, n: int = SMALL_N) -> Scenario:
+    # One task hangs with SIGTERM ignored; the whole run has a 3 s limit. Can the design stop it?
+    return _s("hang_ignoring_sigterm", workers, "a worker hangs ignoring SIGTERM; the run has a timeout", fault_item=1,
+              job={"type": "HangIgnoringTermAt", "at": 1, "n": n, "delay": 0.1}, items=4 * workers,
+              run_kwargs={"timeout": 3.0}, fault_clock="deadline", watchdog=12)
+
+
+def main_raises(workers: int = 4, n: int = SMALL_N) -> Scenario:
+    # The items iterator raises at index 10 (an exception in the main process) mid-run; the run has
+    # a 4 s timeout, as the article always has one. Does run() propagate at once, and does it linger?
+    return _s("main_raises", workers, "the main process raises (items iterator)",
+              job={"type": "Workload", "n": n, "delay": 0.5}, items=10 * workers, items_raise_at=10,
+              run_kwargs={"timeout": 4.0}, watchdog=15)
+
+
+def main_killed(workers: int = 4, n: int = SMALL_N) -> Scenario:
+    # SIGKILL the main process once 4 tasks have started; watch its processes for 3 s.
+    return _s("main_killed", workers, "the main process is SIGKILLed",
+              job={"type": "Workload", "n": n, "delay": 1.0}, items=10 * workers,
+              kill_runner_after_starts=workers, orphan_watch=3.0, watchdog=15)
+
+
+def ctrl_c(workers: int = 4, n: int = SMALL_N) -> Scenario:
+    # Ctrl-C: SIGINT to the whole foreground process group once 4 tasks have started.
+    return _s("ctrl_c", workers, "Ctrl-C (SIGINT to the process group)",
+              job={"type": "Workload", "n": n, "delay": 1.0}, items=10 * workers,
+              sigint_after_starts=workers, watchdog=10)
+
+
+def many_tiny_tasks(workers: int = 4, n: int = 1) -> Scenario:
+    # 20,000 tiny tasks, a 2 s run timeout and one task (item 50) that never returns: the monitor's
+    # walk over _pending_work_items happens while the executor is busiest.
+    return _s("many_tiny_tasks", workers, "20,000 tiny tasks, one never returns, 2 s timeout", fault_item=50,
+              job={"type": "HangAt", "at": 50, "n": n}, items=20_000, run_kwargs={"timeout": 2.0},
+              fault_clock="deadline", watchdog=12)
+
+
+SCENARIOS: dict[str, Callable[..., Scenario]] = {
+    "worker_raises": worker_raises,
+    "worker_raises_every": worker_raises_every,
+    "worker_killed": worker_killed,
+    "worker_crash_KillSelfAt": worker_crash("KillSelfAt"),
+    "worker_crash_SegfaultAt": worker_crash("SegfaultAt"),
+    "worker_crash_ExitAt": worker_crash("ExitAt"),
+    "worker_oom": worker_oom,
+    "callback_raises": callback_raises,
+    "run_timeout": run_timeout,
+    "hang_with_timeout": hang_with_timeout,
+    "hang_no_timeout": hang_no_timeout,
+    "task_timeout": task_timeout,
+    "hang_ignoring_sigterm": hang_ignoring_sigterm,
+    "main_raises": main_raises,
+    "main_killed": main_killed,
+    "ctrl_c": ctrl_c,
+    "many_tiny_tasks": many_tiny_tasks,
+}

@@ -1,0 +1,56 @@
+"""The article's four transcripts, reproduced on its own design (callback_monitor) as assertions.
+
+Each run prints ``Process monitor has started. (timeout threshold: N sec)`` first; ``run()`` raises
+``RunFailed`` whose ``str()`` is the article's message byte for byte (apart from measured numbers).
+"""
+
+from __future__ import annotations
+
+import re
+
+from experiments.lab.harness import run_scenario
+from experiments.lab.jobs import ARTICLE_N, EVERY
+
+VARIANT = "callback_monitor"
+ARTICLE = {"workers": 4, "timeout": 60}  # max_workers=4, threshold 60 s
+STARTED_60 = "Process monitor has started. (timeout threshold: 60 sec)"
+
+
+def _lines(o):
+    return o.stdout.splitlines()
+
+
+def test_worker_raises_transcript():
+    o = run_scenario(VARIANT, job={"type": "RaiseAt", "at": EVERY, "n": ARTICLE_N}, items=100,
+                     on_result={"print_len": True}, run_kwargs=ARTICLE, watchdog=30)
+    assert _lines(o)[0] == STARTED_60
+    assert o.status == "raised" and o.result["exc_type"] == "RunFailed"
+    assert o.result["message"] == "Worker process error has occurred.\n>> Error message: name 'hoge' is not defined"
+
+
+def test_worker_killed_from_another_shell_transcript():
+    o = run_scenario(VARIANT, job={"type": "Workload", "n": ARTICLE_N, "delay": 0.5}, items=100,
+                     on_result={"print_len": True}, run_kwargs=ARTICLE, kill_worker_on_item=5, watchdog=30)
+    assert _lines(o)[0] == STARTED_60
+    assert o.result["message"] == (
+        "Callback process error has occurred.\n"
+        ">> Error message: A process in the process pool was terminated abruptly while the future was running "
+        "or pending.")
+
+
+def test_callback_raises_transcript():
+    o = run_scenario(VARIANT, job={"type": "Workload", "n": ARTICLE_N}, items=100,
+                     on_result={"print_len": True, "raise_at": EVERY}, run_kwargs=ARTICLE, watchdog=30)
+    assert _lines(o) == [STARTED_60], "the callback raises before it prints len(result)"
+    assert o.result["message"] == "Callback process error has occurred.\n>> Error message: name 'piyo' is not defined"
+
+
+def test_timeout_transcript_scaled_down():
+    """The article: tasks sleep 30 s, threshold 60 s, four lines of 1000000, then the timeout at the
+    poll that sees 60.04 s. Here scaled to tasks of 6 s and a 10 s threshold (both polls land the same
+    way: the 5 s poll does not fire, the 10 s poll does, after the first wave of 4 and before the second)."""
+    o = run_scenario(VARIANT, job={"type": "SleepAt", "at": EVERY, "seconds": 6.0, "n": ARTICLE_N}, items=100,
+                     on_result={"print_len": True}, run_kwargs={"workers": 4, "timeout": 10}, watchdog=30)
+    assert _lines(o) == ["Process monitor has started. (timeout threshold: 10 sec)"] + ["1000000"] * 4
+    assert re.fullmatch(r"Process timeout \(elapsed time: 10\.\d\d sec / timeout threshold: 10 sec\)",
+                        o.result["message"]), o.result["message"]

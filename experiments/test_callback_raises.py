@@ -1,0 +1,30 @@
+"""Fault 5 of the article: the result callback ("save to the database") raises."""
+
+from __future__ import annotations
+
+import pytest
+
+from experiments.expect import PROMPT, Expect, check, expected_for, params
+from experiments.lab.harness import run_scenario
+from experiments.lab.scenarios import callback_raises
+
+SC = callback_raises()
+# 16 tasks of 0.3 s on 4 workers: a healthy run lasts about 1.2 s; the fault is on the first wave.
+HEALTHY_RUN = 1.2
+
+EXPECTED = {
+    "pool": Expect("hung", left_running=True,
+                   why="the callback runs in the pool's result-handler thread; its exception kills that "
+                       "thread and no further result is ever delivered"),
+    "as_completed": Expect("raised", "callback_error", culprit=True, detect_max=HEALTHY_RUN + PROMPT,
+                           why="raised in the loop, but leaving the with-block waits for every queued task"),
+    "callback_monitor": Expect("raised", "callback_error", culprit=False, detect_max=HEALTHY_RUN + PROMPT,
+                               why="the callback writes the message; noticed when shutdown() returns, "
+                                   "after the remaining tasks ran (or at the 5 s poll, if sooner)"),
+    "supervisor": Expect("raised", "callback_error", culprit=True, detect_max=PROMPT),
+}
+
+
+@pytest.mark.parametrize("variant", params(EXPECTED))
+def test_callback_raises(variant):
+    check(run_scenario(variant, **SC.kwargs), expected_for(EXPECTED, variant), fault_item=SC.fault_item)

@@ -1,0 +1,31 @@
+"""A worker hangs and ignores SIGTERM: can the design stop it? (terminate() is SIGTERM only.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from experiments.expect import PROMPT, SLACK, Expect, check, expected_for, params
+from experiments.lab.harness import run_scenario
+from experiments.lab.scenarios import hang_ignoring_sigterm
+
+SC = hang_ignoring_sigterm()
+GRACE = 1.0  # the supervisor's default SIGTERM -> SIGKILL grace period
+
+EXPECTED = {
+    "pool": Expect("hung", left_running=True,
+                   why="the timeout is noticed, but Pool.terminate() joins the SIGTERMed worker with no limit"),
+    "as_completed": Expect("hung", left_running=True, why="shutdown(wait=True) waits for the hung task forever"),
+    "callback_monitor": Expect("hung", left_running=True,
+                               why="the monitor's terminate() is ignored; executor.shutdown() waits forever"),
+    "supervisor": Expect("raised", "timeout", detect_min=GRACE, detect_max=GRACE + PROMPT,
+                         why="SIGTERM is ignored, SIGKILL follows after the 1 s grace; run() raises once "
+                             "every worker is gone, so detection includes the grace"),
+}
+
+
+@pytest.mark.parametrize("variant", params(EXPECTED))
+def test_hang_ignoring_sigterm(variant):
+    o = run_scenario(variant, **SC.kwargs)
+    check(o, expected_for(EXPECTED, variant))
+    if variant == "supervisor":
+        assert o.stop_latency is not None and o.stop_latency <= GRACE + SLACK

@@ -1,0 +1,63 @@
+"""Faults 1 and 2 of the article: the main process raises, is interrupted, or is SIGKILLed."""
+
+from __future__ import annotations
+
+import pytest
+
+from experiments.expect import POLL, PROMPT, SLACK, Expect, check, expected_for, params
+from experiments.lab.harness import run_scenario
+from experiments.lab.scenarios import ctrl_c, main_killed, main_raises
+
+# main_raises: 40 tasks of 0.5 s, the items iterator raises at index 10, the run's timeout is 4 s.
+TASKS_BEFORE_RAISE = 10 * 0.5 / 4  # what as_completed's with-block waits for before propagating
+
+EXPECTED_RAISES = {
+    "pool": Expect("raised", "RuntimeError", detect_max=PROMPT, exit_max=PROMPT,
+                   why="the with-block's terminate() stops the workers; the exception propagates"),
+    "as_completed": Expect("raised", "RuntimeError", detect_max=TASKS_BEFORE_RAISE + PROMPT, exit_max=PROMPT,
+                           why="the with-block first runs every task already submitted"),
+    "callback_monitor": Expect("raised", "RuntimeError", detect_max=PROMPT, exit_min=POLL - SLACK,
+                               why="run() propagates at once, but the non-daemon monitor thread keeps the "
+                                   "process alive until its timeout poll (5 s) cancels and terminates"),
+    "supervisor": Expect("raised", "RuntimeError", detect_max=PROMPT, exit_max=PROMPT),
+}
+
+# main_killed: SIGKILL the main process while 4 tasks of 1 s run; watch its processes for 3 s.
+EXPECTED_KILLED = {
+    "pool": Expect("parent_killed", left_running=False,
+                   why="workers finish their task, then read EOF on the task queue and exit (~1 s)"),
+    "as_completed": Expect("parent_killed", left_running=True,
+                           why="executor workers and the resource tracker outlive the parent"),
+    "callback_monitor": Expect("parent_killed", left_running=True,
+                               why="workers and the Manager process outlive the parent"),
+    "supervisor": Expect("parent_killed", left_running=False,
+                         why="PR_SET_PDEATHSIG: the kernel SIGKILLs every worker with the parent"),
+}
+ORPHAN_EXIT_MAX = 1.0  # the supervisor's goal: every worker gone within 1 s of the parent's death
+
+EXPECTED_CTRL_C = {
+    "pool": Expect("raised", "KeyboardInterrupt", detect_max=PROMPT, exit_max=PROMPT),
+    "as_completed": Expect("raised", "KeyboardInterrupt", exit_max=PROMPT),
+    "callback_monitor": Expect("raised", "KeyboardInterrupt", detect_max=PROMPT, left_running=True,
+                               why="the monitor thread has no timeout to reach here and never stops: the "
+                                   "process cannot exit"),
+    "supervisor": Expect("raised", "KeyboardInterrupt", detect_max=PROMPT, exit_max=PROMPT),
+}
+
+
+@pytest.mark.parametrize("variant", params(EXPECTED_RAISES))
+def test_main_process_raises(variant):
+    check(run_scenario(variant, **main_raises().kwargs), expected_for(EXPECTED_RAISES, variant))
+
+
+@pytest.mark.parametrize("variant", params(EXPECTED_KILLED))
+def test_main_process_sigkilled(variant):
+    o = run_scenario(variant, **main_killed().kwargs)
+    check(o, expected_for(EXPECTED_KILLED, variant))
+    if variant == "supervisor":
+        assert o.orphans_exit_latency is not None and o.orphans_exit_latency <= ORPHAN_EXIT_MAX
+
+
+@pytest.mark.parametrize("variant", params(EXPECTED_CTRL_C))
+def test_ctrl_c(variant):
+    check(run_scenario(variant, **ctrl_c().kwargs), expected_for(EXPECTED_CTRL_C, variant))

@@ -1,0 +1,32 @@
+"""20,000 tiny tasks, one that never returns, a 2 s run timeout: does the design survive its own walk?
+
+The article's monitor iterates the executor's private ``_pending_work_items`` from its own thread
+while the executor's manager thread deletes finished items from it, then cancels futures under the
+executor. What happens depends on the Python version (see EXPECTED and the note in README).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from experiments.expect import POLL, PROMPT, SLACK, Expect, by_version, check, expected_for, params
+from experiments.lab.harness import run_scenario
+from experiments.lab.scenarios import many_tiny_tasks
+
+SC = many_tiny_tasks()
+# Submitting 20,000 items takes the main thread a second or more before it can even wait; the
+# deadline is counted from run()'s start, so designs that wait after submitting overshoot by that.
+SUBMIT = 2.0
+
+EXPECTED = {
+    "pool": Expect("raised", "timeout", detect_max=SUBMIT + PROMPT),
+    "as_completed": Expect("hung", left_running=True, why="shutdown(wait=True) waits for the hung task"),
+    "callback_monitor": Expect("raised", "timeout", detect_max=POLL + SLACK),
+    "supervisor": Expect("raised", "timeout", detect_max=PROMPT,
+                         why="items are pulled lazily: no submit phase, the deadline is the wait's timeout"),
+}
+
+
+@pytest.mark.parametrize("variant", params(EXPECTED))
+def test_many_tiny_tasks_one_hangs(variant):
+    check(run_scenario(variant, **SC.kwargs), expected_for(EXPECTED, variant))

@@ -1,0 +1,63 @@
+"""What only the supervisor promises: lose nothing (resume), keep going (on_error="continue"), bounded intake."""
+
+from __future__ import annotations
+
+import pytest
+
+from experiments.lab.harness import run_scenario
+from experiments.lab.jobs import EVERY
+
+VARIANT = "supervisor"
+N_ITEMS = 30
+
+
+def test_abort_then_resume_runs_every_callback_exactly_once():
+    first = run_scenario(VARIANT, job={"type": "KillSelfAt", "at": 7, "n": 1000, "delay": 0.05}, items=N_ITEMS,
+                         run_kwargs={"workers": 4}, watchdog=20)
+    assert first.status == "raised" and first.kind == "worker_died" and first.item == 7
+    done_first = first.result["callback_items"]
+    unfinished = first.result["unfinished"]
+    assert 7 in unfinished and unfinished, "the culprit and the never-run items are to be resumed"
+    assert not set(done_first) & set(unfinished)
+    second = run_scenario(VARIANT, job={"type": "Workload", "n": 1000}, resume_items=unfinished,
+                          run_kwargs={"workers": 4}, watchdog=20)
+    assert second.status == "returned", second.stderr[-2000:]
+    # Every item pulled in the first run is either done there or resumed; the rest were never pulled.
+    pulled_later = [i for i in range(N_ITEMS) if i not in done_first and i not in unfinished]
+    assert sorted(done_first + second.result["callback_items"]) == sorted(set(range(N_ITEMS)) - set(pulled_later))
+    assert first.result["callback_repeats"] == second.result["callback_repeats"] == 0
+
+
+def test_items_are_pulled_lazily_and_bounded():
+    o = run_scenario(VARIANT, job={"type": "KillSelfAt", "at": 1, "n": 1000, "delay": 0.3}, items=10_000,
+                     run_kwargs={"workers": 4}, watchdog=20)
+    fates = o.result["report"]["fates"]
+    assert sum(fates.values()) <= o.result["report"]["completed"] + 2 * 4, fates  # max_in_flight = 2 x workers
+
+
+def test_continue_replaces_dead_workers_and_finishes_the_rest():
+    o = run_scenario(VARIANT, job={"type": "KillSelfAt", "at": 3, "n": 1000, "delay": 0.05}, items=N_ITEMS,
+                     run_kwargs={"workers": 4, "on_error": "continue", "retries": 1}, watchdog=20)
+    report = o.result["report"]
+    assert o.status == "raised" and o.kind == "worker_died" and o.item == 3, "failures are reported at the end"
+    assert report["fates"] == {"done": N_ITEMS - 1, "failed": 1, "never_run": 0}
+    assert any("retrying item 3" in n for n in report["notes"]), report["notes"]
+    assert sum("replaced worker" in n for n in report["notes"]) == 2, "one replacement per death (2 attempts)"
+
+
+def test_continue_with_task_timeout_names_each_hung_item():
+    o = run_scenario(VARIANT, job={"type": "HangAt", "at": EVERY, "n": 10}, items=3,
+                     run_kwargs={"workers": 2, "on_error": "continue", "task_timeout": 0.5, "grace": 0.2},
+                     watchdog=20)
+    report = o.result["report"]
+    assert o.kind == "task_timeout"
+    assert report["fates"] == {"done": 0, "failed": 3, "never_run": 0}
+    assert sorted(f["item"] for f in report["failed"]) == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize("bad", [{"on_error": "ignore"}, {"retries": -1}, {"max_in_flight": 0}, {"grace": -1}])
+def test_supervisor_options_reject_bad_input(bad):
+    from variants.supervisor import run
+
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        run(abs, range(3), **bad)

@@ -1,0 +1,77 @@
+"""Fault 6 of the article: the whole run exceeds its time limit; and hangs, with and without limits."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from experiments.expect import POLL, PROMPT, SLACK, Expect, check, expected_for, params
+from experiments.lab.harness import run_scenario
+from experiments.lab.scenarios import hang_no_timeout, hang_with_timeout, run_timeout, task_timeout
+
+# Timeout scenarios measure detection from the deadline (start + timeout): the overshoot.
+# callback_monitor checks the clock only at its polls (5 s, 10 s, ...): with a 3 s limit it fires at
+# the 5 s poll, 2 s late. Bounds: that 2 s, plus SLACK.
+POLL_OVERSHOOT = POLL - 3.0
+
+EXPECTED_RUN_TIMEOUT = {
+    "pool": Expect("raised", "timeout", detect_max=PROMPT),
+    "as_completed": Expect("hung", left_running=True,
+                           why="as_completed raises TimeoutError, then the with-block's shutdown(wait=True) "
+                               "waits for all 40 queued 2 s tasks (20 s on 4 workers)"),
+    "callback_monitor": Expect("raised", "timeout", detect_min=POLL_OVERSHOOT - SLACK,
+                               detect_max=POLL_OVERSHOOT + SLACK, why="fires at the first poll after the deadline"),
+    "supervisor": Expect("raised", "timeout", detect_max=PROMPT, why="the wait's own timeout is the deadline"),
+}
+
+EXPECTED_HANG_WITH_TIMEOUT = {
+    "pool": Expect("raised", "timeout", culprit=False, detect_max=PROMPT,
+                   why="noticed as a whole-run timeout; terminate() ends the hung worker"),
+    "as_completed": Expect("hung", left_running=True, why="shutdown(wait=True) waits for the hung task forever"),
+    "callback_monitor": Expect("raised", "timeout", culprit=False, detect_max=POLL_OVERSHOOT + SLACK,
+                               why="the 5 s poll sees the deadline passed, terminate() ends the hung worker"),
+    "supervisor": Expect("raised", "timeout", detect_max=PROMPT),
+}
+
+EXPECTED_HANG_NO_TIMEOUT = {
+    name: Expect("hung", left_running=True, why="with no limit at all, a hang looks like slow work to every design")
+    for name in ("pool", "as_completed", "callback_monitor", "supervisor")
+}
+
+NOT_SUPPORTED = Expect("raised", "NotImplementedError", left_running=False,
+                       why="the design has no per-task limit and says so instead of ignoring task_timeout")
+EXPECTED_TASK_TIMEOUT = {
+    "pool": NOT_SUPPORTED,
+    "as_completed": NOT_SUPPORTED,
+    "callback_monitor": NOT_SUPPORTED,
+    "supervisor": Expect("raised", "task_timeout", culprit=True, detect_max=PROMPT,
+                         why="each task's deadline counts from when it was sent to an idle worker"),
+}
+
+
+@pytest.mark.parametrize("variant", params(EXPECTED_RUN_TIMEOUT))
+def test_whole_run_timeout(variant):
+    o = run_scenario(variant, **run_timeout().kwargs)
+    check(o, expected_for(EXPECTED_RUN_TIMEOUT, variant))
+    if variant == "callback_monitor":
+        assert re.fullmatch(r"Process timeout \(elapsed time: \d+\.\d\d sec / timeout threshold: 3 sec\)",
+                            o.result["message"])
+
+
+@pytest.mark.parametrize("variant", params(EXPECTED_HANG_WITH_TIMEOUT))
+def test_worker_hangs_with_run_timeout(variant):
+    sc = hang_with_timeout()
+    check(run_scenario(variant, **sc.kwargs), expected_for(EXPECTED_HANG_WITH_TIMEOUT, variant),
+          fault_item=sc.fault_item)
+
+
+@pytest.mark.parametrize("variant", params(EXPECTED_HANG_NO_TIMEOUT))
+def test_worker_hangs_without_any_timeout(variant):
+    check(run_scenario(variant, **hang_no_timeout().kwargs), expected_for(EXPECTED_HANG_NO_TIMEOUT, variant))
+
+
+@pytest.mark.parametrize("variant", params(EXPECTED_TASK_TIMEOUT))
+def test_worker_hangs_with_task_timeout(variant):
+    sc = task_timeout()
+    check(run_scenario(variant, **sc.kwargs), expected_for(EXPECTED_TASK_TIMEOUT, variant), fault_item=sc.fault_item)

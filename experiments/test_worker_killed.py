@@ -1,0 +1,48 @@
+"""Fault 4 of the article: a worker killed from outside (kill -9 from another shell), or dying by itself."""
+
+from __future__ import annotations
+
+import pytest
+
+from experiments.expect import PROMPT, Expect, check, expected_for, params
+from experiments.lab.harness import run_scenario
+from experiments.lab.scenarios import worker_crash, worker_killed
+
+BROKEN = "A process in the process pool was terminated abruptly"
+
+
+def _died(exitcode=None):
+    return {
+        "pool": Expect("hung", left_running=True,
+                       why="the pool replaces the dead worker silently; the lost task never calls back"),
+        "as_completed": Expect("raised", "worker_died", culprit=False, detect_max=PROMPT,
+                               why="BrokenProcessPool fails every unfinished future; no item, no exit code"),
+        "callback_monitor": Expect("raised", "callback_error", culprit=False, detect_max=PROMPT,
+                                   why="the BrokenProcessPool reaches the done-callback, which reports it as its "
+                                       "own error; shutdown() returns at once, so no poll is waited for"),
+        "supervisor": Expect("raised", "worker_died", culprit=True, exitcode=exitcode, detect_max=PROMPT,
+                             why="the dead worker's sentinel wakes the supervisor; it knows the item it sent"),
+    }
+
+
+EXPECTED = _died(exitcode=-9)
+
+
+@pytest.mark.parametrize("variant", params(EXPECTED))
+def test_worker_sigkilled_from_outside(variant):
+    sc = worker_killed()
+    o = run_scenario(variant, **sc.kwargs)
+    check(o, expected_for(EXPECTED, variant), fault_item=sc.fault_item)
+    if variant == "callback_monitor":
+        assert BROKEN in o.result["message"]
+
+
+CRASHES = {"KillSelfAt": -9, "SegfaultAt": -11, "ExitAt": 1}
+EXPECTED_CRASH = {kind: _died(exitcode=code) for kind, code in CRASHES.items()}
+
+
+@pytest.mark.parametrize("crash", sorted(CRASHES))
+@pytest.mark.parametrize("variant", params(EXPECTED))
+def test_worker_dies_by_itself(variant, crash):
+    sc = worker_crash(crash)()
+    check(run_scenario(variant, **sc.kwargs), expected_for(EXPECTED_CRASH[crash], variant), fault_item=sc.fault_item)

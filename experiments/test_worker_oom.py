@@ -1,0 +1,34 @@
+"""A worker OOM-killed by the real kernel OOM killer (a memory cgroup with a 64 MiB limit)."""
+
+from __future__ import annotations
+
+import pytest
+
+from experiments.expect import PROMPT, Expect, check, expected_for, params
+from experiments.lab import cgroup
+from experiments.lab.harness import run_scenario
+from experiments.lab.scenarios import worker_oom
+
+OK, WHY = cgroup.availability()
+pytestmark = [pytest.mark.oom, pytest.mark.skipif(not OK, reason=f"no real OOM kill possible here: {WHY}")]
+
+# Detection is counted from the moment the job starts allocating, so it includes the ~tens of ms the
+# kernel needs to fill 64 MiB and pick its victim; PROMPT covers that with room to spare.
+EXPECTED = {
+    "pool": Expect("hung", left_running=True, why="same as any SIGKILL: the task is lost, the wait never ends"),
+    "as_completed": Expect("raised", "worker_died", culprit=False, detect_max=PROMPT),
+    "callback_monitor": Expect("raised", "callback_error", culprit=False, detect_max=PROMPT,
+                               why="an OOM kill is reported as 'Callback process error'"),
+    "supervisor": Expect("raised", "worker_died", culprit=True, exitcode=-9, detect_max=PROMPT,
+                         why="names the item, exit code -9 and the kernel's OOM-kill counter as evidence"),
+}
+
+
+@pytest.mark.parametrize("variant", params(EXPECTED))
+def test_worker_oom_killed_by_the_kernel(variant):
+    sc = worker_oom()
+    o = run_scenario(variant, **sc.kwargs)
+    check(o, expected_for(EXPECTED, variant), fault_item=sc.fault_item)
+    assert any(e["ev"] == "fault" for e in o.events), "the job never reached its allocation"
+    if variant == "supervisor":
+        assert "OOM killer did it" in o.result["message"]

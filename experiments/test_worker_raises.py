@@ -1,0 +1,44 @@
+"""Fault 3 of the article: an exception in a worker. When is it noticed, and is the item named?"""
+
+from __future__ import annotations
+
+import pytest
+
+from experiments.expect import POLL, PROMPT, SLACK, Expect, check, expected_for, params
+from experiments.lab.harness import run_scenario
+from experiments.lab.scenarios import worker_raises, worker_raises_every
+
+LONE = worker_raises()
+# The lone failure happens ~0.1 s into a run whose healthy length is 7 s (28 tasks of 1 s, 4 workers).
+HEALTHY_RUN = 7.0
+
+EXPECTED_LONE = {
+    "pool": Expect("raised", "worker_error", culprit=True, detect_max=PROMPT,
+                   why="error_callback wakes the main thread at once"),
+    "as_completed": Expect("raised", "worker_error", culprit=True, detect_min=HEALTHY_RUN - 1.0,
+                           detect_max=HEALTHY_RUN + SLACK,
+                           why="f.result() raises, but leaving the with-block runs every queued task first"),
+    "callback_monitor": Expect("raised", "worker_error", culprit=False, detect_min=1.0, detect_max=POLL + SLACK,
+                               why="noticed only at the monitor's next 5 s poll; the message names no item"),
+    "supervisor": Expect("raised", "worker_error", culprit=True, detect_max=PROMPT,
+                         why="the worker's error message wakes the supervisor's wait() at once"),
+}
+
+EXPECTED_EVERY = {
+    "pool": Expect("raised", "worker_error", detect_max=PROMPT),
+    "as_completed": Expect("raised", "worker_error", culprit=True, detect_max=PROMPT + 1.0,
+                           why="the first future in submission order fails; the rest of the run is short"),
+    "callback_monitor": Expect("raised", "worker_error", culprit=False, detect_max=POLL + SLACK),
+    "supervisor": Expect("raised", "worker_error", detect_max=PROMPT),
+}
+
+
+@pytest.mark.parametrize("variant", params(EXPECTED_LONE))
+def test_one_item_raises_among_long_tasks(variant):
+    check(run_scenario(variant, **LONE.kwargs), expected_for(EXPECTED_LONE, variant), fault_item=LONE.fault_item)
+
+
+@pytest.mark.parametrize("variant", params(EXPECTED_EVERY))
+def test_every_item_raises_like_the_article(variant):
+    sc = worker_raises_every()
+    check(run_scenario(variant, **sc.kwargs), expected_for(EXPECTED_EVERY, variant), fault_item=sc.fault_item)
