@@ -73,8 +73,9 @@ def callback_raises(workers: int = 4, n: int = SMALL_N) -> Scenario:
 
 def run_timeout(workers: int = 4, n: int = SMALL_N) -> Scenario:
     # The article's timeout scenario, shortened: every task sleeps 2 s, the whole run may take 3 s.
-    return _s("run_timeout", workers, "the whole run exceeds its timeout", job={"type": "SleepAt", "at": EVERY, "seconds": 2.0,
-              "n": n}, items=10 * workers, run_kwargs={"timeout": 3.0}, fault_clock="deadline", watchdog=12)
+    return _s("run_timeout", workers, "the whole run exceeds its timeout",
+              job={"type": "SleepAt", "at": EVERY, "seconds": 2.0, "n": n}, items=10 * workers,
+              run_kwargs={"timeout": 3.0}, fault_clock="deadline", watchdog=12)
 
 
 def hang_with_timeout(workers: int = 4, n: int = SMALL_N) -> Scenario:
