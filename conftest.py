@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import psutil
@@ -18,7 +19,7 @@ LEFTOVER_GRACE = 2.0
 def _ours(before: set[int]) -> list[psutil.Process]:
     """Our descendants, plus every process in a group the lab's harness started (orphans included)."""
     me = psutil.Process()
-    found = {p.pid: p for p in me.children(recursive=True) if p.pid not in before}
+    found = {p.pid: p for p in me.children(recursive=True) if p.pid not in before and not _own_tracker(p)}
     for pgid in harness.STARTED_GROUPS:
         found.update({p.pid: p for p in harness.group_members(pgid)})
     alive = []
@@ -29,6 +30,16 @@ def _ours(before: set[int]) -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             pass
     return alive
+
+
+def _own_tracker(p: psutil.Process) -> bool:
+    """multiprocessing starts one resource_tracker per interpreter, on first use, for the interpreter's
+    whole life (it exits when we do). A test that runs a variant in this process starts it; that is
+    not a leak of the test, and killing it would only make the next test start another."""
+    try:
+        return p.ppid() == os.getpid() and "multiprocessing.resource_tracker" in " ".join(p.cmdline())
+    except psutil.Error:
+        return False
 
 
 @pytest.fixture(autouse=True)

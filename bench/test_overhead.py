@@ -1,0 +1,53 @@
+"""Healthy-path cost: each variant against a plain ``ProcessPoolExecutor.submit`` + ``add_done_callback`` loop.
+
+Run by ``bench/run.py`` (which reads the JSON back for its chart), or by hand:
+
+    python -m pytest bench/test_overhead.py --benchmark-enable
+
+``BENCH_TASKS`` sets the number of tiny tasks (default 10,000). Each round includes starting the
+workers, as a real run does; per-task overhead is the round's time divided by the task count.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+
+import pytest
+
+from variants import VARIANTS
+
+TASKS = int(os.environ.get("BENCH_TASKS", "10000"))
+WORKERS = 2  # the machine's core count: more workers only add contention on the healthy path
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+
+
+def plain_executor(job, items, workers):
+    """The baseline: no bookkeeping at all beyond what the executor does."""
+    done = []
+    with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
+        for item in items:
+            ex.submit(job, item).add_done_callback(lambda f: done.append(f.result()))
+    assert len(done) == TASKS
+
+
+def _variant_run(name):
+    def go():
+        calls = []
+        VARIANTS[name].run(abs, range(TASKS), workers=WORKERS, on_result=lambda i, r: calls.append(r))
+        assert len(calls) == TASKS
+    return go
+
+
+@pytest.mark.timeout(600)
+def test_baseline_plain_executor(benchmark):
+    benchmark.extra_info.update(variant="plain_executor", tasks=TASKS, workers=WORKERS)
+    benchmark.pedantic(plain_executor, args=(abs, range(TASKS), WORKERS), rounds=ROUNDS, iterations=1)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("name", [n for n, v in VARIANTS.items() if v.available()[0]])
+def test_variant(benchmark, name):
+    benchmark.extra_info.update(variant=name, tasks=TASKS, workers=WORKERS)
+    benchmark.pedantic(_variant_run(name), rounds=ROUNDS, iterations=1)
