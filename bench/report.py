@@ -374,11 +374,11 @@ def render(folder: Path, readme: Path | None) -> None:
     section = (matrix_markdown(raw, compact=True) + "\n" + memory_article_text(raw) + overhead_text(raw) + "\n"
                + "\n".join(f"![{c}](results/{c})" for c in charts) + "\n\n" + stamp + "\n")
     (folder / "README-section.md").write_text(section)
-    if readme is not None and readme.exists():
-        text = readme.read_text()
-        text = replace_between(text, "results", section)
-        text = replace_between(text, "designs", designs_markdown(raw))
-        readme.write_text(text)
+    if readme is not None:
+        for doc in (readme, readme.with_name("README.ja.md")):  # the Japanese README carries the same tables
+            if doc.exists():
+                text = replace_between(doc.read_text(), "results", section)
+                doc.write_text(replace_between(text, "designs", designs_markdown(raw)))
 
 
 def replace_between(text: str, name: str, body: str) -> str:

@@ -47,5 +47,9 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("pool", "variants.pool"),
     Variant("as_completed", "variants.as_completed"),
     Variant("callback_monitor", "variants.callback_monitor"),
+    Variant("supervisor", "variants.supervisor"),
+    # Peers a user would pick instead, and the scale-out path (optional packages: skipped when missing).
+    Variant("pebble_pool", "variants.pebble_pool", requires="pebble"),
+    Variant("loky_executor", "variants.loky_executor", requires="loky"),
+    Variant("dask_distributed", "variants.dask_distributed", requires="distributed"),
 )}
-VARIANTS["supervisor"] = Variant("supervisor", "variants.supervisor")

@@ -44,6 +44,10 @@ MEMORY_TICK = 0.05  # seconds between memory samples, when sampling is asked for
 # two orders of magnitude above that, and far below "left running for good". A scenario about the
 # parent's death watches longer (orphan_watch).
 LEFTOVER_GRACE = 1.0
+# Extra watchdog seconds for a variant's own start-up. Dask's LocalCluster imports distributed in the
+# main process and in every nanny and worker: 2 s on an idle 2-core machine, up to 8 s when the other
+# core is busy. The watchdog is for "never comes back", not for "slow to start".
+STARTUP_ALLOWANCE = {"dask_distributed": 15.0}
 STARTED_GROUPS: set[int] = set()  # every process group this harness started: the leak check scans them
 
 
@@ -149,6 +153,7 @@ def run_scenario(variant: str, *, job: dict[str, Any] | None = None, items: int 
     (the hang's stamp + task_timeout).
     """
     run_kwargs = dict(run_kwargs or {})
+    watchdog += STARTUP_ALLOWANCE.get(variant, 0.0)
     with tempfile.TemporaryDirectory(prefix="lab-") as tmp:
         events = os.path.join(tmp, "events.jsonl")
         spec = {"variant": variant, "job": job or {}, "items": {"count": items, "raise_at": items_raise_at},

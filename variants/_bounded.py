@@ -1,0 +1,82 @@
+"""Bounded submission over ``concurrent.futures`` futures: the loop a careful user writes around a pool library.
+
+Not a design of its own. The peers (pebble, loky) decide what a fault looks like; ``classify`` maps
+their exceptions onto ``RunFailed`` honestly (culprit and exit code only where the library says), and
+this loop adds only what any caller can write: lazy intake (at most ``max_in_flight`` futures), each
+result dropped once ``on_result`` returned, a whole-run deadline, and each item's fate.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .contract import Clock, Fate, ItemFate, RunFailed, RunReport
+
+# (kind, exit code or None, whether the failed future's own item is the culprit) for a worker-side exception
+Classified = tuple[str, int | None, bool]
+
+
+def drive(name: str, submit: Callable[[Any], cf.Future], items: Iterable[Any],
+          on_result: Callable[[Any, Any], Any] | None, timeout: float | None, max_in_flight: int,
+          classify: Callable[[BaseException], Classified], stop: Callable[[], None],
+          close: Callable[[], None], wait: Callable[..., Any] | None = None) -> RunReport:
+    """Run every item; on the first fault call ``stop()`` (kill the workers) and raise ``RunFailed``.
+
+    ``wait(futures, timeout) -> (done, not_done)`` defaults to ``concurrent.futures.wait`` (first completed).
+    """
+    wait = wait or (lambda fs, timeout: cf.wait(fs, timeout=timeout, return_when=cf.FIRST_COMPLETED))
+    clock = Clock()
+    report = RunReport(name, fates=[])
+    pending: dict[Any, int] = {}  # future -> index in report.fates
+    it = iter(items)
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(pending) < max_in_flight:
+                try:
+                    item = next(it)
+                except StopIteration:
+                    exhausted = True
+                    break
+                report.fates.append(ItemFate(item, Fate.NEVER_RUN))
+                pending[submit(item)] = len(report.fates) - 1
+            if not pending:
+                break
+            remaining = None if timeout is None else clock.start + timeout - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise RunFailed(f"timeout: the run exceeded its timeout of {timeout} s", kind="timeout",
+                                report=report)
+            done, _ = wait(list(pending), remaining)
+            for f in done:
+                tid = pending.pop(f)
+                fate = report.fates[tid]
+                try:
+                    result = f.result()
+                except Exception as e:
+                    kind, exitcode, culprit = classify(e)
+                    if culprit:
+                        fate.fate, fate.kind, fate.message, fate.exitcode = Fate.FAILED, kind, str(e), exitcode
+                    raise RunFailed(f"{kind}: {type(e).__name__}: {e}" + (f" (item {fate.item!r})" if culprit else ""),
+                                    kind=kind, item=fate.item if culprit else None, exitcode=exitcode,
+                                    report=report) from e
+                try:
+                    if on_result is not None:
+                        on_result(fate.item, result)
+                except Exception as e:
+                    fate.fate, fate.kind, fate.message = Fate.FAILED, "callback_error", str(e)
+                    raise RunFailed(f"callback_error: on_result raised {type(e).__name__}: {e} (item {fate.item!r})",
+                                    kind="callback_error", item=fate.item, report=report) from e
+                del result
+                fate.fate = Fate.DONE
+                report.completed += 1
+    except BaseException:
+        stop()
+        raise
+    else:
+        close()
+    finally:
+        report.elapsed = clock.elapsed()
+    return report
