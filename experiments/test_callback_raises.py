@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.expect import PROMPT, Expect, check, expected_for, params
+from experiments.expect import DASK_STOP, PROMPT, Expect, check, expected_for, params
 from experiments.lab.harness import run_scenario
 from experiments.lab.scenarios import callback_raises
 
@@ -22,6 +22,9 @@ EXPECTED = {
                                why="the callback writes the message; noticed when shutdown() returns, "
                                    "after the remaining tasks ran (or at the 5 s poll, if sooner)"),
     "supervisor": Expect("raised", "callback_error", culprit=True, detect_max=PROMPT),
+    "pebble_pool": Expect("raised", "callback_error", culprit=True, detect_max=PROMPT),
+    "loky_executor": Expect("raised", "callback_error", culprit=True, detect_max=PROMPT),
+    "dask_distributed": Expect("raised", "callback_error", culprit=True, detect_max=DASK_STOP),
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.expect import PROMPT, SLACK, Expect, check, expected_for, params
+from experiments.expect import DASK_STOP, PEBBLE_STOP, PROMPT, SLACK, Expect, check, expected_for, params
 from experiments.lab.harness import run_scenario
 from experiments.lab.scenarios import hang_ignoring_sigterm
 
@@ -20,6 +20,11 @@ EXPECTED = {
     "supervisor": Expect("raised", "timeout", detect_min=GRACE, detect_max=GRACE + PROMPT,
                          why="SIGTERM is ignored, SIGKILL follows after the 1 s grace; run() raises once "
                              "every worker is gone, so detection includes the grace"),
+    "pebble_pool": Expect("raised", "timeout", detect_max=PEBBLE_STOP + SLACK,
+                          why="pool.stop() escalates to SIGKILL after its own wait"),
+    "loky_executor": Expect("raised", "timeout", detect_max=PROMPT,
+                            why="shutdown(kill_workers=True) sends SIGKILL straight away"),
+    "dask_distributed": Expect("raised", "timeout", detect_max=DASK_STOP),
 }
 
 

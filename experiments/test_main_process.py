@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.expect import POLL, PROMPT, SLACK, Expect, check, expected_for, params
+from experiments.expect import DASK_STOP, POLL, PROMPT, SLACK, Expect, check, expected_for, params
 from experiments.lab.harness import run_scenario
 from experiments.lab.scenarios import ctrl_c, main_killed, main_raises
 
@@ -20,6 +20,12 @@ EXPECTED_RAISES = {
                                why="run() propagates at once, but the non-daemon monitor thread keeps the "
                                    "process alive until its timeout poll (5 s) cancels and terminates"),
     "supervisor": Expect("raised", "RuntimeError", detect_max=PROMPT, exit_max=PROMPT),
+    "pebble_pool": Expect("raised", "RuntimeError", detect_max=PROMPT, exit_max=PROMPT),
+    "loky_executor": Expect("raised", "RuntimeError", detect_max=PROMPT, exit_max=PROMPT),
+    "dask_distributed": Expect("raised", "timeout", exit_max=PROMPT,
+                               why="fetching each 100,000-int list from a dask worker takes ~2 s (dask's protocol "
+                                   "serializes a list result element by element), so the 4 s budget runs out "
+                                   "before the iterator reaches index 10"),
 }
 
 # main_killed: SIGKILL the main process while 4 tasks of 1 s run; watch its processes for 3 s.
@@ -32,6 +38,11 @@ EXPECTED_KILLED = {
                                why="workers and the Manager process outlive the parent"),
     "supervisor": Expect("parent_killed", left_running=False,
                          why="PR_SET_PDEATHSIG: the kernel SIGKILLs every worker with the parent"),
+    "pebble_pool": Expect("parent_killed", left_running=False,
+                          why="workers finish their task, then see their pipe closed and exit (~1 s)"),
+    "loky_executor": Expect("parent_killed", left_running=True, why="loky's workers outlive the parent"),
+    "dask_distributed": Expect("parent_killed", left_running=False,
+                               why="nannies and workers notice the parent is gone and exit"),
 }
 ORPHAN_EXIT_MAX = 1.0  # the supervisor's goal: every worker gone within 1 s of the parent's death
 
@@ -42,6 +53,9 @@ EXPECTED_CTRL_C = {
                                why="the monitor thread has no timeout to reach here and never stops: the "
                                    "process cannot exit"),
     "supervisor": Expect("raised", "KeyboardInterrupt", detect_max=PROMPT, exit_max=PROMPT),
+    "pebble_pool": Expect("raised", "KeyboardInterrupt", detect_max=PROMPT, exit_max=PROMPT),
+    "loky_executor": Expect("raised", "KeyboardInterrupt", detect_max=PROMPT, exit_max=PROMPT),
+    "dask_distributed": Expect("raised", "KeyboardInterrupt", detect_max=DASK_STOP, exit_max=PROMPT),
 }
 
 

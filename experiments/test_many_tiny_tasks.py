@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.expect import PROMPT, Expect, check, expected_for, params
+from experiments.expect import DASK_STOP, PROMPT, Expect, check, expected_for, params
 from experiments.lab.harness import run_scenario
 from experiments.lab.scenarios import many_tiny_tasks
 
@@ -27,6 +27,9 @@ EXPECTED = {
                                    "it just wrote is never acted on and shutdown() waits for the hung task"),
     "supervisor": Expect("raised", "timeout", detect_max=PROMPT,
                          why="items are pulled lazily: no submit phase, the deadline is the wait's timeout"),
+    "pebble_pool": Expect("raised", "timeout", detect_max=PROMPT),
+    "loky_executor": Expect("raised", "timeout", detect_max=PROMPT),
+    "dask_distributed": Expect("raised", "timeout", detect_max=DASK_STOP),
 }
 
 

@@ -27,6 +27,11 @@ EXPECTED = {
     "as_completed": "grows",
     "callback_monitor": "flat",
     "supervisor": "flat",
+    "pebble_pool": "flat",
+    "loky_executor": "flat",
+    # Not in the suite: 375 results of 8 MB through dask's scheduler took over 2 minutes here (the watchdog
+    # fired at 200 tasks); bench/run.py measures dask's memory at smaller counts instead.
+    "dask_distributed": "skip",
 }
 
 
@@ -38,6 +43,8 @@ def slope(xs, ys):
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("variant", params(EXPECTED))
 def test_parent_peak_rss_against_task_count(variant):
+    if EXPECTED[variant] == "skip":
+        pytest.skip(f"{variant}: too slow for the suite at this payload; see results/memory_tasks.png")
     peaks = []
     for count in COUNTS:
         o = run_scenario(variant, job={"type": "Workload", "n": ARTICLE_N}, items=count,

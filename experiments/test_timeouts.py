@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from experiments.expect import POLL, PROMPT, SLACK, Expect, check, expected_for, params
+from experiments.expect import DASK_STOP, POLL, PROMPT, SLACK, Expect, check, expected_for, params
 from experiments.lab.harness import run_scenario
 from experiments.lab.scenarios import hang_no_timeout, hang_with_timeout, run_timeout, task_timeout
 
@@ -23,6 +23,9 @@ EXPECTED_RUN_TIMEOUT = {
     "callback_monitor": Expect("raised", "timeout", detect_min=POLL_OVERSHOOT - SLACK,
                                detect_max=POLL_OVERSHOOT + SLACK, why="fires at the first poll after the deadline"),
     "supervisor": Expect("raised", "timeout", detect_max=PROMPT, why="the wait's own timeout is the deadline"),
+    "pebble_pool": Expect("raised", "timeout", detect_max=PROMPT),
+    "loky_executor": Expect("raised", "timeout", detect_max=PROMPT),
+    "dask_distributed": Expect("raised", "timeout", detect_max=DASK_STOP),
 }
 
 EXPECTED_HANG_WITH_TIMEOUT = {
@@ -32,11 +35,16 @@ EXPECTED_HANG_WITH_TIMEOUT = {
     "callback_monitor": Expect("raised", "timeout", culprit=False, detect_max=POLL_OVERSHOOT + SLACK,
                                why="the 5 s poll sees the deadline passed, terminate() ends the hung worker"),
     "supervisor": Expect("raised", "timeout", detect_max=PROMPT),
+    "pebble_pool": Expect("raised", "timeout", detect_max=PROMPT),
+    "loky_executor": Expect("raised", "timeout", detect_max=PROMPT),
+    "dask_distributed": Expect("raised", "timeout", detect_max=DASK_STOP,
+                               why="closing the cluster waits for the hung task up to the close limits"),
 }
 
 EXPECTED_HANG_NO_TIMEOUT = {
     name: Expect("hung", left_running=True, why="with no limit at all, a hang looks like slow work to every design")
-    for name in ("pool", "as_completed", "callback_monitor", "supervisor")
+    for name in ("pool", "as_completed", "callback_monitor", "supervisor", "pebble_pool", "loky_executor",
+                 "dask_distributed")
 }
 
 NOT_SUPPORTED = Expect("raised", "NotImplementedError", left_running=False,
@@ -47,6 +55,10 @@ EXPECTED_TASK_TIMEOUT = {
     "callback_monitor": NOT_SUPPORTED,
     "supervisor": Expect("raised", "task_timeout", culprit=True, detect_max=PROMPT,
                          why="each task's deadline counts from when it was sent to an idle worker"),
+    "pebble_pool": Expect("raised", "task_timeout", culprit=True, detect_max=PROMPT,
+                          why="schedule(timeout=...): pebble stops that worker and fails that task"),
+    "loky_executor": NOT_SUPPORTED,
+    "dask_distributed": NOT_SUPPORTED,
 }
 
 

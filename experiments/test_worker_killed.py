@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.expect import PROMPT, Expect, check, expected_for, params
+from experiments.expect import DASK_STOP, PROMPT, Expect, check, expected_for, params
 from experiments.lab.harness import run_scenario
 from experiments.lab.scenarios import worker_crash, worker_killed
 
 BROKEN = "A process in the process pool was terminated abruptly"
 
 
-def _died(exitcode=None):
+def _died(exitcode=None, dask=None):
     return {
         "pool": Expect("hung", left_running=True,
                        why="the pool replaces the dead worker silently; the lost task never calls back"),
@@ -22,10 +22,17 @@ def _died(exitcode=None):
                                        "own error; shutdown() returns at once, so no poll is waited for"),
         "supervisor": Expect("raised", "worker_died", culprit=True, exitcode=exitcode, detect_max=PROMPT,
                              why="the dead worker's sentinel wakes the supervisor; it knows the item it sent"),
+        "pebble_pool": Expect("raised", "worker_died", culprit=True, exitcode=exitcode, detect_max=PROMPT,
+                              why="ProcessExpired on the dead worker's own task, with exit code and pid"),
+        "loky_executor": Expect("raised", "worker_died", culprit=False, exitcode=exitcode, detect_max=PROMPT,
+                                why="TerminatedWorkerError on every unfinished task; the exit code is in its text"),
+        "dask_distributed": dask,
     }
 
 
-EXPECTED = _died(exitcode=-9)
+EXPECTED = _died(exitcode=-9, dask=Expect(
+    "returned", why="a one-off kill is absorbed: the nanny restarts the worker, the task re-runs elsewhere, "
+                    "run() returns normally and nothing reports the fault"))
 
 
 @pytest.mark.parametrize("variant", params(EXPECTED))
@@ -38,7 +45,10 @@ def test_worker_sigkilled_from_outside(variant):
 
 
 CRASHES = {"KillSelfAt": -9, "SegfaultAt": -11, "ExitAt": 1}
-EXPECTED_CRASH = {kind: _died(exitcode=code) for kind, code in CRASHES.items()}
+# A death that repeats (the job kills itself every time) is retried on 4 workers, then KilledWorker.
+KILLED_WORKER = Expect("raised", "worker_died", culprit=True, detect_max=DASK_STOP + 10,
+                       why="allowed-failures=3: four workers die on the item before KilledWorker; no exit code")
+EXPECTED_CRASH = {kind: _died(exitcode=code, dask=KILLED_WORKER) for kind, code in CRASHES.items()}
 
 
 @pytest.mark.parametrize("crash", sorted(CRASHES))

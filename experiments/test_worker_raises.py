@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.expect import POLL, PROMPT, SLACK, Expect, check, expected_for, params
+from experiments.expect import DASK_STOP, POLL, PROMPT, SLACK, Expect, check, expected_for, params
 from experiments.lab.harness import run_scenario
 from experiments.lab.scenarios import worker_raises, worker_raises_every
 
@@ -22,14 +22,22 @@ EXPECTED_LONE = {
                                why="noticed only at the monitor's next 5 s poll; the message names no item"),
     "supervisor": Expect("raised", "worker_error", culprit=True, detect_max=PROMPT,
                          why="the worker's error message wakes the supervisor's wait() at once"),
+    "pebble_pool": Expect("raised", "worker_error", culprit=True, detect_max=PROMPT),
+    "loky_executor": Expect("raised", "worker_error", culprit=True, detect_max=PROMPT),
+    "dask_distributed": Expect("raised", "worker_error", culprit=True, detect_max=DASK_STOP,
+                               why="noticed at once; run() raises after the cluster is closed"),
 }
 
+# Every item fails, so "the culprit" is whichever failure is seen first: "any" checks an item is named.
 EXPECTED_EVERY = {
-    "pool": Expect("raised", "worker_error", detect_max=PROMPT),
-    "as_completed": Expect("raised", "worker_error", culprit=True, detect_max=PROMPT + 1.0,
+    "pool": Expect("raised", "worker_error", culprit="any", detect_max=PROMPT),
+    "as_completed": Expect("raised", "worker_error", culprit="any", detect_max=PROMPT + 1.0,
                            why="the first future in submission order fails; the rest of the run is short"),
     "callback_monitor": Expect("raised", "worker_error", culprit=False, detect_max=POLL + SLACK),
-    "supervisor": Expect("raised", "worker_error", detect_max=PROMPT),
+    "supervisor": Expect("raised", "worker_error", culprit="any", detect_max=PROMPT),
+    "pebble_pool": Expect("raised", "worker_error", culprit="any", detect_max=PROMPT),
+    "loky_executor": Expect("raised", "worker_error", culprit="any", detect_max=PROMPT),
+    "dask_distributed": Expect("raised", "worker_error", culprit="any", detect_max=DASK_STOP),
 }
 
 

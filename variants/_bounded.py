@@ -19,17 +19,24 @@ from .contract import Clock, Fate, ItemFate, RunFailed, RunReport
 Classified = tuple[str, int | None, bool]
 
 
+class DeadlinePassed(Exception):
+    """Raised by a ``get`` that gave up fetching a finished task's result because the run's deadline passed."""
+
+
 def drive(name: str, submit: Callable[[Any], cf.Future], items: Iterable[Any],
           on_result: Callable[[Any, Any], Any] | None, timeout: float | None, max_in_flight: int,
           classify: Callable[[BaseException], Classified], stop: Callable[[], None],
-          close: Callable[[], None], wait: Callable[..., Any] | None = None) -> RunReport:
+          close: Callable[[], None], wait: Callable[..., Any] | None = None,
+          get: Callable[[Any, float | None], Any] | None = None) -> RunReport:
     """Run every item; on the first fault call ``stop()`` (kill the workers) and raise ``RunFailed``.
 
-    ``wait(futures, timeout) -> (done, not_done)`` defaults to ``concurrent.futures.wait`` (first completed).
+    ``wait(futures, timeout) -> (done, not_done)`` defaults to ``concurrent.futures.wait`` (first completed);
+    ``get(future, remaining)`` to ``future.result()`` (a finished local future has its result in memory).
     """
+    get = get or (lambda f, remaining: f.result())
     wait = wait or (lambda fs, timeout: cf.wait(fs, timeout=timeout, return_when=cf.FIRST_COMPLETED))
-    clock = Clock()
-    report = RunReport(name, fates=[])
+    clock = Clock()  # the whole-run timeout counts from here: after the pool (or cluster) is up
+    report = RunReport(name, fates=[], clock_start=clock.start)
     pending: dict[Any, int] = {}  # future -> index in report.fates
     it = iter(items)
     exhausted = False
@@ -54,7 +61,10 @@ def drive(name: str, submit: Callable[[Any], cf.Future], items: Iterable[Any],
                 tid = pending.pop(f)
                 fate = report.fates[tid]
                 try:
-                    result = f.result()
+                    result = get(f, None if timeout is None else clock.start + timeout - time.monotonic())
+                except DeadlinePassed as e:
+                    raise RunFailed(f"timeout: the run exceeded its timeout of {timeout} s while fetching a "
+                                    "result", kind="timeout", report=report) from e
                 except Exception as e:
                     kind, exitcode, culprit = classify(e)
                     if culprit:

@@ -55,6 +55,7 @@ class RunReport:
     elapsed: float = 0.0  # seconds from the start of run() to its return or raise
     fates: list[ItemFate] | None = None
     notes: list[str] = field(default_factory=list)  # what the variant did on the way (retries, respawns)
+    clock_start: float | None = None  # monotonic time the run's timeout started counting, if not run()'s start
 
     def unfinished(self) -> list[Any]:
         """The items to resubmit to finish the job: every item not DONE, in submission order."""
@@ -67,7 +68,7 @@ class RunReport:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"variant": self.variant, "completed": self.completed,
-                             "elapsed": self.elapsed, "notes": list(self.notes)}
+                             "elapsed": self.elapsed, "notes": list(self.notes), "clock_start": self.clock_start}
         if self.fates is not None:
             d["fates"] = {str(f): self.count(f) for f in Fate}
             d["failed"] = [{"item": repr(f.item), "kind": f.kind, "exitcode": f.exitcode}

@@ -14,6 +14,7 @@ import ctypes
 import json
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -104,7 +105,10 @@ class HangIgnoringTermAt(Workload):
     """Never return and ignore SIGTERM (a C extension stuck in a call, or a handler that swallows it)."""
 
     def misbehave(self, item: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        else:  # a pool that runs tasks in a worker thread (dask): set the process-wide disposition in C
+            ctypes.CDLL(None).signal(signal.SIGTERM, ctypes.c_void_p(1))  # 1 == SIG_IGN
         stamp(self.events, "fault", item)
         while True:
             time.sleep(3600)
