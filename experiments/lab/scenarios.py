@@ -14,6 +14,11 @@ from typing import Any
 from .jobs import ARTICLE_N, EVERY
 
 SMALL_N = 100_000  # payload when the payload is not the point: keeps the suite fast and light
+# Watchdogs: how long a run may take before it counts as "never comes back". Short scenarios last ~1.5 s
+# when healthy, so 5 s is over 3x that. Timeout scenarios have a 2-3 s limit; the slowest design that
+# does fire (the article's monitor) fires at its 5 s poll, plus up to 3 s for pebble's stop: 9 s.
+SHORT_WATCHDOG = 5.0
+TIMEOUT_WATCHDOG = 9.0
 
 
 @dataclass(frozen=True)
@@ -47,48 +52,51 @@ def worker_raises_every(workers: int = 4, n: int = ARTICLE_N) -> Scenario:
 def worker_killed(workers: int = 4, n: int = SMALL_N) -> Scenario:
     # The article's "kill the worker's PID from another shell": the harness SIGKILLs the worker busy on item 2.
     return _s("worker_killed", workers, "a worker is SIGKILLed from outside", fault_item=2,
-              job={"type": "Workload", "n": n, "delay": 0.5}, items=3 * workers, kill_worker_on_item=2, watchdog=8)
+              job={"type": "Workload", "n": n, "delay": 0.5}, items=3 * workers, kill_worker_on_item=2,
+              watchdog=SHORT_WATCHDOG)
 
 
 def worker_crash(kind: str) -> Callable[..., Scenario]:
     """A worker dies by itself: "KillSelfAt" (SIGKILL), "SegfaultAt" (SIGSEGV) or "ExitAt" (os._exit(1))."""
     def make(workers: int = 4, n: int = SMALL_N) -> Scenario:
         return _s(f"worker_crash_{kind}", workers, f"a worker dies by itself ({kind})", fault_item=2,
-                  job={"type": kind, "at": 2, "n": n, "delay": 0.5}, items=3 * workers, watchdog=8)
+                  job={"type": kind, "at": 2, "n": n, "delay": 0.5}, items=3 * workers,
+                  watchdog=SHORT_WATCHDOG)
     return make
 
 
 def worker_oom(workers: int = 4, n: int = SMALL_N) -> Scenario:
     # A real kernel OOM kill: the job moves its worker into a 64 MiB memory cgroup and allocates.
     return _s("worker_oom", workers, "a worker is OOM-killed by the kernel", fault_item=2, needs=("oom",),
-              job={"type": "OomAt", "at": 2, "n": n, "delay": 0.5, "limit_mb": 64}, items=3 * workers, watchdog=8)
+              job={"type": "OomAt", "at": 2, "n": n, "delay": 0.5, "limit_mb": 64}, items=3 * workers,
+              watchdog=SHORT_WATCHDOG)
 
 
 def callback_raises(workers: int = 4, n: int = SMALL_N) -> Scenario:
     # on_result (the "save to the database" callback) raises on item 3, like the article's print(piyo).
     return _s("callback_raises", workers, "the result callback raises", fault_item=3,
               job={"type": "Workload", "n": n, "delay": 0.3}, items=4 * workers,
-              on_result={"raise_at": 3}, watchdog=8)
+              on_result={"raise_at": 3}, watchdog=SHORT_WATCHDOG)
 
 
 def run_timeout(workers: int = 4, n: int = SMALL_N) -> Scenario:
     # The article's timeout scenario, shortened: every task sleeps 2 s, the whole run may take 3 s.
     return _s("run_timeout", workers, "the whole run exceeds its timeout",
               job={"type": "SleepAt", "at": EVERY, "seconds": 2.0, "n": n}, items=10 * workers,
-              run_kwargs={"timeout": 3.0}, fault_clock="deadline", watchdog=12)
+              run_kwargs={"timeout": 3.0}, fault_clock="deadline", watchdog=TIMEOUT_WATCHDOG)
 
 
 def hang_with_timeout(workers: int = 4, n: int = SMALL_N) -> Scenario:
     # One task never returns; the whole run has a 3 s limit; every other task is short.
     return _s("hang_with_timeout", workers, "a worker hangs; the run has a timeout", fault_item=1,
               job={"type": "HangAt", "at": 1, "n": n, "delay": 0.1}, items=4 * workers,
-              run_kwargs={"timeout": 3.0}, fault_clock="deadline", watchdog=12)
+              run_kwargs={"timeout": 3.0}, fault_clock="deadline", watchdog=TIMEOUT_WATCHDOG)
 
 
 def hang_no_timeout(workers: int = 4, n: int = SMALL_N) -> Scenario:
     # One task never returns and nothing has a limit: no design can tell a hang from slow work.
     return _s("hang_no_timeout", workers, "a worker hangs; no timeout at all", fault_item=1,
-              job={"type": "HangAt", "at": 1, "n": n, "delay": 0.1}, items=4 * workers, watchdog=6)
+              job={"type": "HangAt", "at": 1, "n": n, "delay": 0.1}, items=4 * workers, watchdog=4)
 
 
 def task_timeout(workers: int = 4, n: int = SMALL_N) -> Scenario:
@@ -102,7 +110,7 @@ def hang_ignoring_sigterm(workers: int = 4, n: int = SMALL_N) -> Scenario:
     # One task hangs with SIGTERM ignored; the whole run has a 3 s limit. Can the design stop it?
     return _s("hang_ignoring_sigterm", workers, "a worker hangs ignoring SIGTERM; the run has a timeout", fault_item=1,
               job={"type": "HangIgnoringTermAt", "at": 1, "n": n, "delay": 0.1}, items=4 * workers,
-              run_kwargs={"timeout": 3.0}, fault_clock="deadline", watchdog=12)
+              run_kwargs={"timeout": 3.0}, fault_clock="deadline", watchdog=TIMEOUT_WATCHDOG)
 
 
 def main_raises(workers: int = 4, n: int = SMALL_N) -> Scenario:
@@ -121,10 +129,10 @@ def main_killed(workers: int = 4, n: int = SMALL_N) -> Scenario:
 
 
 def ctrl_c(workers: int = 4, n: int = SMALL_N) -> Scenario:
-    # Ctrl-C: SIGINT to the whole foreground process group once 4 tasks have started.
+    # Ctrl-C: SIGINT to the whole foreground process group once 4 tasks have started (6 s of work).
     return _s("ctrl_c", workers, "Ctrl-C (SIGINT to the process group)",
-              job={"type": "Workload", "n": n, "delay": 1.0}, items=10 * workers,
-              sigint_after_starts=workers, watchdog=10)
+              job={"type": "Workload", "n": n, "delay": 1.0}, items=6 * workers,
+              sigint_after_starts=workers, watchdog=8)
 
 
 def many_tiny_tasks(workers: int = 4, n: int = 1) -> Scenario:
@@ -132,7 +140,7 @@ def many_tiny_tasks(workers: int = 4, n: int = 1) -> Scenario:
     # walk over _pending_work_items happens while the executor is busiest.
     return _s("many_tiny_tasks", workers, "20,000 tiny tasks, one never returns, 2 s timeout", fault_item=50,
               job={"type": "HangAt", "at": 50, "n": n}, items=20_000, run_kwargs={"timeout": 2.0},
-              fault_clock="deadline", watchdog=12)
+              fault_clock="deadline", watchdog=TIMEOUT_WATCHDOG)
 
 
 SCENARIOS: dict[str, Callable[..., Scenario]] = {
