@@ -162,11 +162,15 @@ JOBS = {cls.__name__: cls for cls in (Workload, RaiseAt, SleepAt, HangAt, HangIg
                                       OomAt, SegfaultAt, ExitAt)}
 
 
-def make_job(spec: dict[str, Any]) -> Workload:
+def make_job(spec: dict[str, Any]) -> Any:
     """``{"type": "RaiseAt", "at": 3, "n": 1000}`` -> ``RaiseAt(at=3, n=1000)``."""
     spec = dict(spec)
-    cls = JOBS[spec.pop("type", "Workload")]
-    return cls(**spec)
+    kind = spec.pop("type", "Workload")
+    if kind == "FetchAndParse":  # the HTTP -> worker -> database pipeline (imported here: it imports us)
+        from .pipeline import FetchAndParse
+
+        return FetchAndParse(**spec)
+    return JOBS[kind](**spec)
 
 
 class RaisingItems:

@@ -50,6 +50,11 @@ def main(spec: dict[str, Any]) -> None:
     cb = spec.get("on_result", {})
     calls: dict[Any, int] = {}
     callback_fault: dict[str, float] = {}
+    db = None
+    if cb.get("db"):
+        from experiments.lab import pipeline
+
+        db = pipeline.open_db(cb["db"])  # the article's callback saves each result to a database
 
     def on_result(item: Any, result: Any) -> None:
         if cb.get("raise_at") is not None and (cb["raise_at"] == jobs.EVERY or item == cb["raise_at"]):
@@ -58,6 +63,8 @@ def main(spec: dict[str, Any]) -> None:
             print(piyo)  # noqa: F821  (the article's undefined name, on purpose, before its print(len))
         if cb.get("print_len"):
             print(len(result), flush=True)  # the article's callback prints len(result)
+        if db is not None:
+            pipeline.save(db, item, result)
         calls[item] = calls.get(item, 0) + 1
 
     out: dict[str, Any] = {"variant": spec["variant"], "pid": os.getpid(), "python": sys.version.split()[0]}
@@ -81,6 +88,7 @@ def main(spec: dict[str, Any]) -> None:
     out["report"] = report.to_dict() if report is not None else None
     if report is not None and report.fates is not None:
         out["unfinished"] = [_jsonable(i) for i in report.unfinished()]
+        out["done_items"] = [_jsonable(f.item) for f in report.fates if f.fate == "done"]
     out["callback_calls"] = len(calls)
     out["callback_items"] = sorted(calls) if len(calls) <= 2000 else None
     out["callback_repeats"] = sum(n > 1 for n in calls.values())
