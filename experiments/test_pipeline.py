@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from experiments.expect import DASK_STOP, POLL, PROMPT, SLACK, Expect, check, expected_for, params
+from experiments.expect import Expect, check, expected_for, params
 from experiments.lab import cgroup, pipeline
 from experiments.lab.harness import run_scenario
 from variants import VARIANTS
@@ -23,7 +23,7 @@ N = 12
 FAULT_ITEM = 3
 RUN_TIMEOUT = 4.0  # seconds for the whole run: 12 fetches of ~200 KB take well under 1 s when healthy
 TASK_TIMEOUT = 1.5  # for designs that have one: a fetch that never answers is cut after 1.5 s
-WATCHDOG = 12.0  # over the slowest design that does detect (the article's monitor, at its 5 s poll) + slack
+WATCHDOG = 8.0  # over the slowest design that does detect (the article's monitor, at its 5 s poll) + slack
 
 
 @functools.cache
@@ -69,30 +69,34 @@ def record(variant, mode, o, saved, agree, resume="—"):
 
 
 OOM_OK, OOM_WHY = cgroup.availability()
+# Outcomes only: detection latency is measured by the synthetic experiments and bench/run.py (here the
+# fault happens inside the HTTP server or the parser, where the lab's jobs cannot stamp it).
 RETURNED = Expect("returned", why="a slow response is just slow: every design waits for it")
 HTTP_500 = Expect("raised", "worker_error", why="urllib raises HTTPError in the worker")
 EXPECTED = {
     "slow": {v: RETURNED for v in VARIANTS},
     "500": {v: HTTP_500 for v in VARIANTS} | {
-        "callback_monitor": Expect("raised", "worker_error", detect_max=POLL + SLACK)},
+        "loky_executor": Expect("raised", "worker_died", culprit=False, exitcode=1,
+                                why="the HTTPError does not survive loky's pickling of the worker's exception: "
+                                    "the worker exits with code 1 and the task is reported as a dead worker")},
     "huge": {
-        "pool": Expect("hung", left_running=True, why="the OOM-killed worker's task never calls back"),
-        "as_completed": Expect("raised", "worker_died", culprit=False, detect_max=PROMPT),
-        "callback_monitor": Expect("raised", "callback_error", culprit=False, detect_max=PROMPT),
-        "supervisor": Expect("raised", "worker_died", culprit=True, exitcode=-9, detect_max=PROMPT),
-        "pebble_pool": Expect("raised", "worker_died", culprit=True, exitcode=-9, detect_max=PROMPT),
-        "loky_executor": Expect("raised", "worker_died", culprit=False, exitcode=-9, detect_max=PROMPT),
-        "dask_distributed": Expect("raised", "worker_died", culprit=True, detect_max=DASK_STOP + 10),
+        "pool": Expect("raised", "timeout", culprit=False,
+                       why="the OOM kill is invisible to the pool; only the 4 s run timeout ends the wait"),
+        "as_completed": Expect("raised", "worker_died", culprit=False),
+        "callback_monitor": Expect("raised", "callback_error", culprit=False),
+        "supervisor": Expect("raised", "worker_died", culprit=True, exitcode=-9),
+        "pebble_pool": Expect("raised", "worker_died", culprit=True, exitcode=-9),
+        "loky_executor": Expect("raised", "worker_died", culprit=False, exitcode=-9),
+        "dask_distributed": Expect("raised", "worker_died", culprit=True),
     },
     "never": {
-        "pool": Expect("raised", "timeout", detect_max=PROMPT),
+        "pool": Expect("raised", "timeout", culprit=False),
         "as_completed": Expect("hung", left_running=True, why="shutdown(wait=True) waits for the fetch forever"),
-        "callback_monitor": Expect("raised", "timeout", detect_max=POLL - RUN_TIMEOUT + SLACK,
-                                   why="the 5 s poll sees the 4 s deadline passed"),
-        "supervisor": Expect("raised", "task_timeout", culprit=True, detect_max=PROMPT),
-        "pebble_pool": Expect("raised", "task_timeout", culprit=True, detect_max=PROMPT),
-        "loky_executor": Expect("raised", "timeout", detect_max=PROMPT),
-        "dask_distributed": Expect("raised", "timeout", detect_max=DASK_STOP),
+        "callback_monitor": Expect("raised", "timeout", culprit=False, why="the 5 s poll sees the 4 s deadline passed"),
+        "supervisor": Expect("raised", "task_timeout", culprit=True),
+        "pebble_pool": Expect("raised", "task_timeout", culprit=True),
+        "loky_executor": Expect("raised", "timeout", culprit=False),
+        "dask_distributed": Expect("raised", "timeout", culprit=False),
     },
 }
 MODES = [pytest.param(m, marks=pytest.mark.skipif(m == "huge" and not OOM_OK, reason=f"no real OOM kill: {OOM_WHY}"))

@@ -132,8 +132,14 @@ class FetchAndParse:
 SCHEMA = "CREATE TABLE IF NOT EXISTS results (item INTEGER NOT NULL UNIQUE, n INTEGER NOT NULL, total INTEGER NOT NULL)"
 
 
+_DB_LOCK = threading.Lock()
+
+
 def open_db(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=10)
+    # check_same_thread=False: several designs call on_result from a thread of their own (the pool's result
+    # handler, the executor's manager thread), not the thread that opened the database; _DB_LOCK keeps
+    # each one-row transaction whole.
+    conn = sqlite3.connect(path, timeout=10, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")  # a SIGKILL mid-commit leaves the last committed state intact
     conn.execute(SCHEMA)
     conn.commit()
@@ -142,7 +148,7 @@ def open_db(path: str) -> sqlite3.Connection:
 
 def save(conn: sqlite3.Connection, item: int, result: dict[str, int]) -> None:
     """One row, one transaction: a row is either fully there or not at all."""
-    with conn:
+    with _DB_LOCK, conn:
         conn.execute("INSERT INTO results (item, n, total) VALUES (?, ?, ?)", (item, result["n"], result["sum"]))
 
 
