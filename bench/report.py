@@ -361,7 +361,7 @@ def render(folder: Path, readme: Path | None) -> None:
         chart_latency_workers(raw, folder),
         chart_latency_payload(raw, folder),
         chart_memory(raw, folder, "memory_tasks", "items", "tasks in the run",
-                     "Does the main process's memory grow with the number of tasks? (payload 100,000 ints)"),
+                     "Does the main process's memory grow with the number of tasks? (payload 10,000 ints)"),
         chart_memory(raw, folder, "memory_payload", "n", "payload: ints per result",
                      "Main process peak memory against result size (20 tasks)"),
         chart_memory_trace(raw, folder),
