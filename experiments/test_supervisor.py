@@ -61,3 +61,21 @@ def test_supervisor_options_reject_bad_input(bad):
 
     with pytest.raises(ValueError, match=next(iter(bad))):
         run(abs, range(3), **bad)
+
+
+LEAVES_NOTHING = ["worker_killed", "callback_raises", "run_timeout", "hang_ignoring_sigterm", "main_raises", "ctrl_c"]
+GRACE = 1.0  # the supervisor's default SIGTERM -> SIGKILL grace
+
+
+@pytest.mark.parametrize("scenario", LEAVES_NOTHING)
+def test_no_thread_or_process_outlives_run(scenario):
+    """Whatever ended the run (a fault, items raising, Ctrl-C), nothing of it is alive when run() is back."""
+    from experiments.expect import PROMPT
+    from experiments.lab.scenarios import SCENARIOS
+
+    o = run_scenario(VARIANT, **SCENARIOS[scenario]().kwargs)
+    assert o.status == "raised", o.stderr[-2000:]
+    assert o.result["threads_alive"] == [], o.result["threads_alive"]
+    assert o.result["children_alive"] == [], o.result["children_alive"]
+    assert o.exit_latency is not None and o.exit_latency <= PROMPT, "the process exits as soon as run() is back"
+    assert o.detect_latency is not None and o.detect_latency <= GRACE + PROMPT

@@ -35,6 +35,13 @@ def _jsonable(x: Any) -> Any:
         return repr(x)
 
 
+def _cmdline(p: Any) -> list[str]:
+    try:
+        return p.cmdline()
+    except Exception:  # it exited meanwhile
+        return []
+
+
 def main(spec: dict[str, Any]) -> None:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     import psutil
@@ -95,7 +102,12 @@ def main(spec: dict[str, Any]) -> None:
     out["t_callback_fault"] = callback_fault.get("t")
     out["ru_maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out["threads_alive"] = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
-    out["children_alive"] = [p.pid for p in psutil.Process().children(recursive=True)]
+    # multiprocessing's resource_tracker belongs to this interpreter (one per process, exits with it),
+    # not to the variant: listed apart so "children alive" means what the variant left running.
+    kids = psutil.Process().children(recursive=True)
+    tracker = [p.pid for p in kids if "resource_tracker" in " ".join(_cmdline(p))]
+    out["children_alive"] = [p.pid for p in kids if p.pid not in tracker]
+    out["tracker_alive"] = tracker
     print(RESULT_TAG + json.dumps(out, default=repr), flush=True)
     # Natural exit: non-daemon threads and atexit handlers of the variant run now, and the harness times it.
 
