@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 import psutil  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from bench import report  # noqa: E402
 from experiments.lab import cgroup  # noqa: E402
 from experiments.lab.harness import Outcome, run_scenario  # noqa: E402
 from experiments.lab.jobs import ARTICLE_N  # noqa: E402
@@ -45,16 +46,6 @@ from variants import VARIANTS  # noqa: E402
 RESULTS = ROOT / "results"
 README = ROOT / "README.md"
 
-# Faults charted against worker count, with the scenario that provokes each.
-LATENCY_FAULTS = {
-    "worker_raises": "worker raises",
-    "worker_killed": "worker SIGKILLed",
-    "worker_oom": "worker OOM-killed (kernel)",
-    "callback_raises": "callback raises",
-    "task_timeout": "task hangs (task_timeout=1 s)",
-    "run_timeout": "whole-run timeout (overshoot)",
-}
-PAYLOAD_FAULTS = {"worker_killed": "worker SIGKILLed", "callback_raises": "callback raises"}
 MEMORY_BUDGET_MB = 6000  # a run whose retained results would exceed this is not run (drawn "not run")
 # dask's protocol serializes a list result element by element: ~2 s per 100,000 ints measured (see
 # experiments/lab/scenarios.py). A run moving more list elements than this through it is not run.
@@ -132,14 +123,14 @@ def jobs_for(plan: Plan) -> list[tuple[str, Scenario, str, int, int, int, dict[s
                 for rep in range(plan.reps):
                     add("matrix", SCENARIOS[name], v, rep=rep)
         if "latency_workers" in plan.sweeps:
-            for fault in (LATENCY_FAULTS if not plan.quick else ["worker_killed", "callback_raises"]):
+            for fault in (report.LATENCY_FAULTS if not plan.quick else ["worker_killed", "callback_raises"]):
                 for w in plan.workers:
                     if w == 4 and "matrix" in plan.sweeps and fault in plan.matrix_scenarios:
                         continue  # the matrix already ran this point
                     for rep in range(plan.sweep_reps):
                         add("latency_workers", SCENARIOS[fault], v, workers=w, rep=rep)
         if "latency_payload" in plan.sweeps:
-            for fault in PAYLOAD_FAULTS:
+            for fault in report.PAYLOAD_FAULTS:
                 for n in plan.payloads:
                     for rep in range(plan.sweep_reps):
                         add("latency_payload", SCENARIOS[fault], v, n=n, rep=rep)
@@ -262,8 +253,6 @@ def main(argv: list[str] | None = None) -> int:
     for s in sweeps:
         if s not in SWEEPS:
             ap.error(f"unknown sweep {s!r}; known: {', '.join(SWEEPS)}")
-    from bench import report  # matplotlib only when rendering
-
     if args.render_only:
         report.render(out, readme=README if out == RESULTS.resolve() else None)
         return 0
