@@ -89,7 +89,8 @@ def matrix_cells(raw: dict[str, Any]) -> tuple[list[str], list[str], dict[tuple[
     titles: dict[str, str] = {}
     for r in runs:
         groups[(r["scenario"], r["variant"])].append(r)
-        titles[r["scenario"]] = r.get("title", r["scenario"])
+        if r.get("title") or r["scenario"] not in titles:  # a "not run" record carries no title
+            titles[r["scenario"]] = r.get("title") or r["scenario"]
     faults = [f for f in FAULT_ORDER if f in titles] + sorted(set(titles) - set(FAULT_ORDER))
     variants = [v for v in VARIANTS if any(k[1] == v for k in groups)]
     return faults, variants, {k: cell(v) for k, v in groups.items()} | {("_title", f): titles[f] for f in titles}

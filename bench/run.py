@@ -100,7 +100,7 @@ def record(sweep: str, sc: Scenario, variant: str, workers: int, n: int, rep: in
         "exitcode": o.exitcode, "detect": o.detect_latency, "stop": o.stop_latency, "exit": o.exit_latency,
         "lingered": o.lingered, "left_running": len(o.left_running), "left": o.left_running,
         "orphans_exit": o.orphans_exit_latency, "watchdog": sc.kwargs.get("watchdog"),
-        "peak_rss_mb": r.get("ru_maxrss_mb"), "peak_children_mb": o.peak_children_mb,
+        "peak_rss_mb": r.get("peak_rss_mb"), "peak_children_mb": o.peak_children_mb,
         "completed": report.get("completed"), "fates": fates, "items_accounted": fates is not None,
         "memory_trace": o.memory_trace, "wall": o.wall,
     }

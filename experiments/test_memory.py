@@ -2,7 +2,7 @@
 
 The article rejects ``as_completed`` because the retained futures list keeps every result alive;
 its callback design (and the supervisor) drop each result once handled. Measured: the runner's own
-kernel high-water mark (ru_maxrss) for 25, 50, 100 and 200 tasks; the slope of a least-squares fit.
+kernel high-water mark (VmHWM) for 25, 50, 100 and 200 tasks; the slope of a least-squares fit.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def test_parent_peak_rss_against_task_count(variant):
         o = run_scenario(variant, job={"type": "Workload", "n": ARTICLE_N}, items=count,
                          run_kwargs={"workers": 4}, watchdog=120)
         assert o.status == "returned", o.stderr[-2000:]
-        peaks.append(o.result["ru_maxrss_mb"])
+        peaks.append(o.result["peak_rss_mb"])
     s = slope(COUNTS, peaks)
     detail = f"{variant}: peak MiB {dict(zip(COUNTS, peaks, strict=True))}, slope {s:.2f} MiB/task"
     if EXPECTED[variant] == "grows":

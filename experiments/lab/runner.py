@@ -35,6 +35,23 @@ def _jsonable(x: Any) -> Any:
         return repr(x)
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak RSS (MiB): the kernel's high-water mark of its memory map.
+
+    Not ``getrusage().ru_maxrss``: Linux carries that over from the process that forked us (the kernel
+    keeps the larger of the old and new maps' marks across exec), so every run would report at least the
+    harness's own size. ``VmHWM`` belongs to the map created at exec.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _cmdline(p: Any) -> list[str]:
     try:
         return p.cmdline()
@@ -100,7 +117,7 @@ def main(spec: dict[str, Any]) -> None:
     out["callback_items"] = sorted(calls) if len(calls) <= 2000 else None
     out["callback_repeats"] = sum(n > 1 for n in calls.values())
     out["t_callback_fault"] = callback_fault.get("t")
-    out["ru_maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mb"] = peak_rss_mb()
     out["threads_alive"] = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
     # multiprocessing's resource_tracker belongs to this interpreter (one per process, exits with it),
     # not to the variant: listed apart so "children alive" means what the variant left running.
