@@ -219,22 +219,26 @@ def chart_memory(raw: dict[str, Any], out: Path, sweep: str, x_key: str, xlabel:
     runs = raw.get(sweep, {}).get("runs", [])
     if not runs:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
     by_v: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in runs:
         by_v[r["variant"]].append(r)
     top = max((r.get("peak_rss_mb") or 0) for r in runs) or 1
+    footnotes = []
     for v in [v for v in VARIANTS if v in by_v]:
         pts = sorted((r for r in by_v[v] if r.get("peak_rss_mb")), key=lambda r: r[x_key])
         if pts:
             ax.plot([r[x_key] for r in pts], [r["peak_rss_mb"] for r in pts], marker="o", color=color(v), label=v)
         for r in by_v[v]:
-            if r["status"] == "not_run":
+            if r["status"] == "not_run":  # drawn as ✕ above the data; the reason goes under the chart
                 ax.scatter([r[x_key]], [top * 1.5], marker="x", s=60, color=color(v))
-                ax.annotate(f"{v}: not run ({r['message']})", (r[x_key], top * 1.5), fontsize=7,
-                            xytext=(-150, 6), textcoords="offset points", color=color(v))
+                footnotes.append(f"✕ {v} at {r[x_key]:,}: not run ({r['message']})")
             elif r["status"] not in ("returned",):
                 ax.scatter([r[x_key]], [top * 1.5], marker="^", s=60, color=color(v))
+                footnotes.append(f"▲ {v} at {r[x_key]:,}: {r['status']}")
+    if footnotes:
+        fig.text(0.01, 0.01, "\n".join(footnotes), fontsize=6.5, va="bottom")
+        fig.subplots_adjust(bottom=0.14 + 0.035 * len(footnotes))
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
@@ -308,14 +312,25 @@ def _save(fig, path: Path) -> str:
 
 # -- text --------------------------------------------------------------------------------------------
 def stamp_text(raw: dict[str, Any]) -> str:
-    st = next((d["stamp"] for d in raw.values() if "stamp" in d), None)
-    if st is None:
-        return ""
-    pk = ", ".join(f"{k} {v}" for k, v in st["packages"].items() if v)
-    return (f"Measured {st['date']} by `python bench/run.py` ({st['mode']} mode, {st['reps']} repetition(s), "
-            f"{st['bench_seconds']:.0f} s) on {st['cpus']} × {st['cpu']}, {st['memory_gib']} GiB, {st['os']}; "
-            f"{st['implementation']} {st['python']}, start method {st['start_method']}; {pk}; commit "
-            f"`{st['git_commit'][:10]}`{' (dirty)' if st['git_dirty'] else ''}; OOM cgroup: {st['oom_cgroup']}.")
+    """The environment stamp; when sweeps were re-run separately (--only-sweeps), one line per stamp."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    stamps: dict[str, dict[str, Any]] = {}
+    for name, d in raw.items():
+        if "stamp" in d:
+            key = f"{d['stamp']['git_commit']}|{d['stamp']['date']}"
+            groups[key].append(name)
+            stamps[key] = d["stamp"]
+    lines = []
+    for key, names in groups.items():
+        st = stamps[key]
+        pk = ", ".join(f"{k} {v}" for k, v in st["packages"].items() if v)
+        which = "" if len(groups) == 1 else f"Sweeps {', '.join(sorted(names))}: "
+        lines.append(f"{which}measured {st['date']} by `python bench/run.py` ({st['mode']} mode, {st['reps']} "
+                     f"repetition(s), {st['bench_seconds']:.0f} s) on {st['cpus']} × {st['cpu']}, {st['memory_gib']} "
+                     f"GiB, {st['os']}; {st['implementation']} {st['python']}, start method {st['start_method']}; "
+                     f"{pk}; commit `{st['git_commit'][:10]}`{' (dirty)' if st['git_dirty'] else ''}; "
+                     f"OOM cgroup: {st['oom_cgroup']}.")
+    return "\n\n".join(lines)
 
 
 def memory_article_text(raw: dict[str, Any]) -> str:
