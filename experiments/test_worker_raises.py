@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from experiments.expect import DASK_STOP, POLL, PROMPT, SLACK, Expect, check, expected_for, params
@@ -43,7 +45,14 @@ EXPECTED_EVERY = {
 
 @pytest.mark.parametrize("variant", params(EXPECTED_LONE))
 def test_one_item_raises_among_long_tasks(variant):
-    check(run_scenario(variant, **LONE.kwargs), expected_for(EXPECTED_LONE, variant), fault_item=LONE.fault_item)
+    o = run_scenario(variant, **LONE.kwargs)
+    check(o, expected_for(EXPECTED_LONE, variant), fault_item=LONE.fault_item)
+    if variant == "callback_monitor":
+        # Differs by version: on 3.11 the monitor's cancel() of pending futures, followed by terminate(), kills
+        # the executor's own manager thread (terminate_broken -> set_exception on a cancelled future ->
+        # InvalidStateError); 3.12+ skips cancelled futures there. run() raises either way.
+        crashed = "InvalidStateError" in o.stderr and "terminate_broken" in o.stderr
+        assert crashed == (sys.version_info < (3, 12)), o.stderr[-2000:]
 
 
 @pytest.mark.parametrize("variant", params(EXPECTED_EVERY))
