@@ -37,13 +37,14 @@ class Fate(enum.StrEnum):
     NEVER_RUN = "never_run"  # pulled from items but never finished: safe to resubmit
 
 
-@dataclass
+@dataclass(slots=True)  # one per item pulled: slots keep a run of millions of items small
 class ItemFate:
     item: Any
     fate: Fate
     kind: str | None = None
     message: str | None = None
     exitcode: int | None = None
+    attempts: int = 0  # times the item was sent to a worker (> 1 after retries)
 
 
 @dataclass

@@ -104,7 +104,6 @@ class _Supervisor:
         self.clock = Clock()
         self.report = RunReport(NAME, fates=[])
         self.pending: deque[int] = deque()  # tids pulled from items, not yet sent to a worker
-        self.attempts: dict[int, int] = {}
         self.exhausted = False
         self.workers: list[_Worker] = []
         self.failures: list[RunFailed] = []
@@ -172,13 +171,13 @@ class _Supervisor:
                     self.pending.appendleft(tid)
                     continue
                 w.tid, w.started, w.oom_before = tid, time.monotonic(), _vmstat_oom_kills()
-                self.attempts[tid] = self.attempts.get(tid, 0) + 1
+                self.report.fates[tid].attempts += 1
 
     # -- faults ---------------------------------------------------------------------------------
     def fail(self, tid: int | None, kind: str, message: str, exitcode: int | None = None) -> None:
         """Record a fault; retry the culprit if allowed; abort (raise) or carry on per on_error."""
         item = self.report.fates[tid].item if tid is not None else None
-        if tid is not None and self.attempts.get(tid, 0) <= self.retries and kind != "callback_error":
+        if tid is not None and self.report.fates[tid].attempts <= self.retries and kind != "callback_error":
             self.report.notes.append(f"retrying item {item!r} after {kind}: {message}")
             self.pending.appendleft(tid)
             return
