@@ -200,7 +200,7 @@ class _Supervisor:
                 w.proc.join(5)
         self.retire(w)
         self.spawn()
-        self.report.notes.append(f"replaced worker pid {w.proc.pid} ({describe_exit(w.proc.exitcode, None, None)})")
+        self.report.notes.append(f"replaced worker pid {w.proc.pid} (exit code {w.proc.exitcode})")
 
     def on_message(self, w: _Worker) -> None:
         try:
