@@ -294,7 +294,7 @@ def chart_overhead(raw: dict[str, Any], out: Path) -> str | None:
 
 
 def _legend(fig, axes) -> None:
-    handles, labels = {}, {}
+    labels: dict[str, Any] = {}
     for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             if lab not in labels:

@@ -260,8 +260,8 @@ def _observe(variant, spec, events, stderr_file, run_kwargs, watchdog, fault_clo
     if fault_clock == "deadline" and result is not None and run_kwargs.get("timeout"):
         # A variant whose timeout starts after its own start-up (dask's cluster) says so in its report.
         fault_t = ((result.get("report") or {}).get("clock_start") or result["t_start"]) + run_kwargs["timeout"]
-    elif fault_clock == "task_deadline" and run_kwargs.get("task_timeout") and _first_fault(events):
-        fault_t = _first_fault(events) + run_kwargs["task_timeout"]
+    elif fault_clock == "task_deadline" and run_kwargs.get("task_timeout") and (first := _first_fault(events)):
+        fault_t = first + run_kwargs["task_timeout"]
     else:
         fault_t = harness_fault_t or _first_fault(events)
     if parent_killed_t is not None:

@@ -134,7 +134,7 @@ class OomAt(Workload):
         stamp(self.events, "fault", item)
         hog = []
         # Bounded: if the limit were not enforced we stop at 8x it instead of eating the machine.
-        for _ in range(8 * self.limit_mb // 8):
+        for _ in range(self.limit_mb):  # limit_mb chunks of 8 MiB: 8x the limit
             hog.append(b"x" * (8 << 20))  # written, so the pages are really charged
         raise MemoryError(f"allocated {8 * len(hog)} MiB under a {self.limit_mb} MiB cgroup limit "
                           "without being OOM-killed: the limit is not enforced")

@@ -18,7 +18,6 @@ import json
 import os
 import sqlite3
 import threading
-import time
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +41,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(404)
             return
         mode = self.server.faults.get(item, "ok")
-        self.server.hits.append((item, mode))
         if mode == "500":
             self.send_error(500, "internal error (injected)")
             return
@@ -81,7 +79,6 @@ class _Server(http.server.ThreadingHTTPServer):
     def __init__(self, faults: dict[int, str]) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.faults = faults
-        self.hits: list[tuple[int, str]] = []
         self.stopping = threading.Event()
 
 
@@ -169,12 +166,3 @@ def integrity(path: str) -> str:
         return conn.execute("PRAGMA integrity_check").fetchone()[0]
     finally:
         conn.close()
-
-
-def wait_for_hits(server: ApiServer, count: int, limit: float) -> bool:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if len(server.server.hits) >= count:
-            return True
-        time.sleep(0.01)
-    return False
