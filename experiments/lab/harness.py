@@ -28,12 +28,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import memory_profiler
 import psutil
 
-from . import cgroup, jobs
+from . import cgroup
+from .events import read_events
 from .runner import RESULT_TAG
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,17 +163,38 @@ def run_scenario(variant: str, *, job: dict[str, Any] | None = None, items: int 
                 "resume_items": resume_items}
         stderr_path = os.path.join(tmp, "stderr.txt")
         with open(stderr_path, "w+") as stderr_file:
-            return _observe(variant, spec, events, stderr_file, run_kwargs, watchdog, fault_clock,
-                            kill_worker_on_item, kill_runner_after_starts, sigint_after_starts,
-                            orphan_watch, sample_memory, python or sys.executable)
+            return _observe(Watch(
+                variant=variant, spec=spec, events=events, stderr_file=stderr_file, run_kwargs=run_kwargs,
+                watchdog=watchdog, fault_clock=fault_clock, kill_worker_on_item=kill_worker_on_item,
+                kill_runner_after_starts=kill_runner_after_starts, sigint_after_starts=sigint_after_starts,
+                orphan_watch=orphan_watch, sample_memory=sample_memory, python=python or sys.executable))
 
 
-def _observe(variant, spec, events, stderr_file, run_kwargs, watchdog, fault_clock, kill_worker_on_item,
-             kill_runner_after_starts, sigint_after_starts, orphan_watch, sample_memory, python) -> Outcome:
+@dataclass(frozen=True, kw_only=True)
+class Watch:
+    """One observation to make: what to start, which fault to inject from outside, how long to watch."""
+
+    variant: str
+    spec: dict[str, Any]  # the runner's whole input (one JSON argument)
+    events: str  # the run's event log (see .events)
+    stderr_file: IO[str]  # the runner's stderr, read back into Outcome.stderr
+    run_kwargs: dict[str, Any]
+    watchdog: float  # seconds, start-up allowance included
+    fault_clock: str  # "event" | "deadline" | "task_deadline" (see run_scenario)
+    kill_worker_on_item: Any = None  # SIGKILL the worker that stamps `start` for this item
+    kill_runner_after_starts: int | None = None  # SIGKILL the runner once this many items started
+    sigint_after_starts: int | None = None  # SIGINT the run's process group once this many items started
+    orphan_watch: float = LEFTOVER_GRACE
+    sample_memory: bool = False
+    python: str = sys.executable
+
+
+def _observe(w: Watch) -> Outcome:
+    variant, events, stderr_file, run_kwargs = w.variant, w.events, w.stderr_file, w.run_kwargs
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
     t0 = time.monotonic()
-    proc = subprocess.Popen([python, "-m", "experiments.lab.runner", json.dumps(spec)], cwd=ROOT, env=env,
+    proc = subprocess.Popen([w.python, "-m", "experiments.lab.runner", json.dumps(w.spec)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=stderr_file, text=True, start_new_session=True)
     pgid = proc.pid
     STARTED_GROUPS.add(pgid)
@@ -216,10 +238,10 @@ def _observe(variant, spec, events, stderr_file, run_kwargs, watchdog, fault_clo
                 if not members:
                     orphans_gone_t = now
                     break
-                if now > exit_t + max(orphan_watch, LEFTOVER_GRACE):
+                if now > exit_t + max(w.orphan_watch, LEFTOVER_GRACE):
                     left = [describe(p) for p in members]
                     break
-            if sample_memory and now >= next_sample and exit_t is None:
+            if w.sample_memory and now >= next_sample and exit_t is None:
                 next_sample = now + MEMORY_TICK
                 try:
                     sample = memory_profiler.memory_usage(proc=proc.pid, interval=0.001, multiprocess=True,
@@ -229,9 +251,8 @@ def _observe(variant, spec, events, stderr_file, run_kwargs, watchdog, fault_clo
                 except (psutil.Error, IndexError):
                     pass
             if not acted and exit_t is None:
-                acted, harness_fault_t, parent_killed_t = _act(
-                    proc, events, kill_worker_on_item, kill_runner_after_starts, sigint_after_starts)
-            if now - t0 > watchdog:
+                acted, harness_fault_t, parent_killed_t = _act(proc, w)
+            if now - t0 > w.watchdog:
                 if exit_t is None:
                     hung = "result" not in result_box
                     left = [describe(p) for p in members]
@@ -256,11 +277,11 @@ def _observe(variant, spec, events, stderr_file, run_kwargs, watchdog, fault_clo
         cgroup.remove_lab_cgroups()
     stderr_file.seek(0)
     result = result_box.get("result")
-    ev = jobs.read_events(events)
-    if fault_clock == "deadline" and result is not None and run_kwargs.get("timeout"):
+    ev = read_events(events)
+    if w.fault_clock == "deadline" and result is not None and run_kwargs.get("timeout"):
         # A variant whose timeout starts after its own start-up (dask's cluster) says so in its report.
         fault_t = ((result.get("report") or {}).get("clock_start") or result["t_start"]) + run_kwargs["timeout"]
-    elif fault_clock == "task_deadline" and run_kwargs.get("task_timeout") and (first := _first_fault(events)):
+    elif w.fault_clock == "task_deadline" and run_kwargs.get("task_timeout") and (first := _first_fault(events)):
         fault_t = first + run_kwargs["task_timeout"]
     else:
         fault_t = harness_fault_t or _first_fault(events)
@@ -281,22 +302,24 @@ def _observe(variant, spec, events, stderr_file, run_kwargs, watchdog, fault_clo
         lingered=result is not None and exit_t is None,
         left_running=left or [],
         orphans_exit_latency=(orphans_gone_t - parent_killed_t) if (orphans_gone_t and parent_killed_t) else None,
-        peak_children_mb=peak_children if sample_memory else None,
+        peak_children_mb=peak_children if w.sample_memory else None,
         memory_trace=trace, stdout="".join(lines), stderr=stderr_file.read(), events=ev,
         wall=time.monotonic() - t0,
     )
 
 
 def _first_fault(events: str) -> float | None:
-    ts = [e["t"] for e in jobs.read_events(events) if e["ev"] == "fault"]
+    ts = [e["t"] for e in read_events(events) if e["ev"] == "fault"]
     return min(ts) if ts else None
 
 
-def _act(proc, events, kill_worker_on_item, kill_runner_after_starts, sigint_after_starts):
+def _act(proc: subprocess.Popen, w: Watch) -> tuple[bool, float | None, float | None]:
     """Inject a fault from outside once its cue appears. Returns (acted, fault_t, parent_killed_t)."""
+    kill_worker_on_item, kill_runner_after_starts, sigint_after_starts = (
+        w.kill_worker_on_item, w.kill_runner_after_starts, w.sigint_after_starts)
     if kill_worker_on_item is None and kill_runner_after_starts is None and sigint_after_starts is None:
         return True, None, None
-    starts = [e for e in jobs.read_events(events) if e["ev"] == "start"]
+    starts = [e for e in read_events(w.events) if e["ev"] == "start"]
     if kill_worker_on_item is not None:
         for e in starts:
             if e["item"] == kill_worker_on_item:

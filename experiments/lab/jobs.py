@@ -2,16 +2,13 @@
 
 Every job is a small frozen dataclass named effect-at-phase, picklable under spawn. ``at`` is the item
 that misbehaves (``EVERY`` for all of them, as in the article's ``print(hoge)``). Before misbehaving a
-job stamps the fault time with ``time.monotonic()`` (system-wide on Linux, so the harness can compare
-it with its own clock) into the ``events`` file: one JSON line per event, appended atomically.
-Healthy items also stamp ``start`` (with the worker's pid), which is how the harness finds a busy
-worker to kill from outside.
+job stamps the fault time into the ``events`` file (:mod:`.events`); healthy items also stamp ``start``
+(with the worker's pid), which is how the harness finds a busy worker to kill from outside.
 """
 
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import signal
 import threading
@@ -20,29 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import cgroup
+from .events import read_events, stamp
+
+__all__ = ["read_events", "stamp"]  # kept importable as jobs.stamp / jobs.read_events (runner.py uses them)
 
 EVERY = "every"  # `at` value: misbehave on every item
 ARTICLE_N = 1_000_000  # the article's payload: a list of 1,000,000 ints built one append at a time
-
-
-def stamp(events: str | None, ev: str, item: Any, **extra: Any) -> None:
-    """Append one event line; O_APPEND writes below PIPE_BUF are atomic, so workers never interleave."""
-    if events is None:
-        return
-    line = json.dumps({"ev": ev, "item": item, "pid": os.getpid(), "t": time.monotonic(), **extra})
-    fd = os.open(events, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
-
-
-def read_events(events: str) -> list[dict[str, Any]]:
-    try:
-        with open(events) as f:
-            return [json.loads(line) for line in f if line.strip()]
-    except FileNotFoundError:
-        return []
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,7 +146,9 @@ def make_job(spec: dict[str, Any]) -> Any:
     """``{"type": "RaiseAt", "at": 3, "n": 1000}`` -> ``RaiseAt(at=3, n=1000)``."""
     spec = dict(spec)
     kind = spec.pop("type", "Workload")
-    if kind == "FetchAndParse":  # the HTTP -> worker -> database pipeline (imported here: it imports us)
+    if kind == "FetchAndParse":
+        # Imported on demand, not at the top: http.server, urllib and sqlite3 add 50-70 ms to every
+        # worker's start-up, which the other jobs' latency figures must not carry.
         from .pipeline import FetchAndParse
 
         return FetchAndParse(**spec)

@@ -22,7 +22,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from . import cgroup, jobs
+from . import cgroup
+from .events import stamp
 
 OK_INTS = 100_000  # a "large response": 100,000 ints, about 200 KB of JSON
 HUGE_INTS = 20_000_000  # ~40 MB of JSON; parsed, a 160 MB list: far above HUGE_LIMIT_MB
@@ -116,7 +117,7 @@ class FetchAndParse:
     events: str | None = None
 
     def __call__(self, item: int) -> dict[str, int]:
-        jobs.stamp(self.events, "start", item)
+        stamp(self.events, "start", item)
         if self.limit_mb is not None:
             cgroup.enter_limited_cgroup(self.limit_mb << 20)
         with urllib.request.urlopen(f"{self.base_url}/items/{item}", timeout=self.socket_timeout) as resp:
