@@ -1,19 +1,153 @@
-"""Shared by tests/ and experiments/: every test proves it left no process behind."""
+"""Shared by tests/, experiments/ and bench/: every test, and the session as a whole, proves it left nothing behind.
+
+Session set-up (in the controlling process, before any xdist worker starts, so every process the suite
+starts inherits it):
+
+- ``LAB_SESSION``: an id in the environment of every process of the session, which is how the final
+  check finds the session's processes even after they were re-parented to init or put in a session
+  of their own.
+- ``TMPDIR``: a private folder, so every temporary file or folder of the session (the lab's, pytest's,
+  multiprocessing's, dask's) is in one place; what is still in it at the end was left behind.
+- ``LAB_OBSERVATIONS``: the JSON-lines file :func:`experiments.expect.record` appends every observation
+  to; the terminal summary prints them per fault as a table.
+
+At the end (after xdist has stopped its workers) the session fails, listing what, if any process of the
+session, any new lab memory cgroup or any temporary file is left; then it removes them.
+
+Workers: ``python -m pytest`` runs on two xdist workers unless ``-n`` says otherwise; ``-n 0`` and
+``-p no:xdist`` run in one process.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import tempfile
 import time
+import uuid
+from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
-from experiments.lab import harness
+from experiments.lab import cgroup, harness
 
 # How long a test's processes get to exit on their own before they count as left behind. The margin:
 # the lab's harness SIGKILLs and reaps every process of a run before it returns, so anything alive
 # afterwards is a real leak; 2 s only absorbs the kernel delivering those kills on a loaded machine.
 LEFTOVER_GRACE = 2.0
+# Two at a time: the experiments mostly wait (sleeps, hangs, watchdogs), so two on 2 cores halve the wall
+# time; every timing bound is generous enough for that (see experiments/expect.py).
+DEFAULT_WORKERS = 2
+# Where the session's own observations go (see experiments/expect.py) and what is not a leak in TMPDIR.
+OBSERVATIONS = "observations.jsonl"
+PYTEST_OWN_TMP = "pytest-of-"  # pytest's tmp_path folders: removed with the session's TMPDIR
+
+
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """Default to DEFAULT_WORKERS xdist workers; runs before xdist's own hook turns ``-n`` into workers."""
+    if not config.pluginmanager.hasplugin("xdist") or _is_xdist_worker(config):
+        return
+    explicit = (config.option.numprocesses is not None or config.getoption("tx", None)
+                or config.getoption("dist", "no") != "no")
+    if explicit or config.getoption("usepdb", False) or config.getoption("collectonly", False):
+        return
+    config.option.numprocesses = DEFAULT_WORKERS
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if _is_xdist_worker(config):
+        return  # the controller set the session up; workers inherited its environment
+    session_tmp = Path(tempfile.mkdtemp(prefix="lab-session-"))
+    state = {"tmp": session_tmp, "cgroups_before": set(_lab_cgroups()), "observations": [], "left": []}
+    config.stash[STATE] = state
+    os.environ["LAB_SESSION"] = uuid.uuid4().hex
+    os.environ["TMPDIR"] = str(session_tmp)
+    os.environ["LAB_OBSERVATIONS"] = str(session_tmp / OBSERVATIONS)
+    tempfile.tempdir = None  # recomputed from TMPDIR on next use
+
+
+STATE = pytest.StashKey[dict[str, Any]]()
+
+
+def _lab_cgroups() -> list[str]:
+    return [str(p) for p in cgroup.lab_cgroups()]
+
+
+def _session_processes() -> list[psutil.Process]:
+    """Every live process carrying this session's LAB_SESSION, but this one and its own resource_tracker."""
+    me, sid = os.getpid(), os.environ.get("LAB_SESSION")
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if p.pid == me or _own_tracker(p) or p.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if p.environ().get("LAB_SESSION") == sid:
+                found.append(p)
+        except psutil.Error:
+            pass  # gone, or not ours to read
+    return found
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """After xdist stopped its workers: list what the session left behind, fail if anything, then clean up."""
+    config = session.config
+    if _is_xdist_worker(config) or STATE not in config.stash:
+        return
+    state = config.stash[STATE]
+    tmp: Path = state["tmp"]
+    left: list[str] = []
+    deadline = time.monotonic() + LEFTOVER_GRACE
+    while (procs := _session_processes()) and time.monotonic() < deadline:
+        psutil.wait_procs(procs, timeout=0.1)
+    for p in procs:
+        try:
+            left.append(f"process {p.pid} {' '.join(p.cmdline())[:100]}")
+            p.kill()
+        except psutil.Error:
+            pass
+    new_cgroups = sorted(set(_lab_cgroups()) - state["cgroups_before"])
+    left += [f"memory cgroup {c}" for c in new_cgroups]
+    if new_cgroups:
+        cgroup.remove_lab_cgroups()
+    left += [f"temporary {'folder' if p.is_dir() else 'file'} {p.name} (in the session's TMPDIR)"
+             for p in sorted(tmp.iterdir()) if p.name != OBSERVATIONS and not p.name.startswith(PYTEST_OWN_TMP)]
+    state["observations"] = _read_observations(tmp / OBSERVATIONS)
+    shutil.rmtree(tmp, ignore_errors=True)
+    state["left"] = left
+    if left and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _read_observations(path: Path) -> list[dict[str, Any]]:
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if STATE not in config.stash:
+        return
+    state = config.stash[STATE]
+    from experiments import expect
+
+    if state["observations"]:
+        terminalreporter.section("what each design did")
+        for line in expect.observation_tables(state["observations"]):
+            terminalreporter.write_line(line)
+    if state["left"]:
+        terminalreporter.section("LEFT BEHIND by the session (now removed)", red=True)
+        for line in state["left"]:
+            terminalreporter.write_line(line, red=True)
 
 
 def _ours(before: set[int]) -> list[psutil.Process]:
@@ -48,7 +182,7 @@ def no_process_left_behind():
     yield
     deadline = time.monotonic() + LEFTOVER_GRACE
     while (left := _ours(before)) and time.monotonic() < deadline:
-        time.sleep(0.05)
+        psutil.wait_procs(left, timeout=0.05)
     if left:
         names = [f"{p.pid} {' '.join(p.cmdline())[:100]}" for p in left if p.is_running()]
         for p in left:

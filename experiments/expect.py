@@ -4,6 +4,12 @@ Each experiment file has ``EXPECTED = {variant: Expect(...)}`` with one row per 
 (``params(EXPECTED)`` refuses a table that misses one). A row states what really happens, good or
 bad: "hung" is a passing outcome for a design that hangs. Rows may differ by Python version
 (``by_version``): behaviour that differs is recorded per version, never averaged away.
+
+Every :func:`check` also records what it saw (:func:`record`): under pytest, into the session's file
+(``LAB_OBSERVATIONS``, set by the root conftest.py), which the suite prints at the end as one table per
+fault ("what each design did"), so ``pytest experiments/test_worker_oom.py`` shows the failure, not only
+a green dot. ``LAB_RECORD=path.jsonl`` additionally appends every observation to a file of your own that
+outlives the run (the same JSON lines).
 """
 
 from __future__ import annotations
@@ -77,7 +83,7 @@ def params(table: dict[str, Any]) -> list[Any]:
 
 def check(o: Outcome, e: Expect, *, fault_item: Any = None) -> None:
     """Assert the outcome matches the row; the failure message carries what a reader needs to debug."""
-    record(o, e)
+    record(o, e, fault_item=fault_item)
     r = o.result or {}
     diag = (f"\n{o.variant}: status={o.status} kind={o.kind} exc={r.get('exc_type')} item={o.item!r} "
             f"exitcode={o.exitcode} detect={o.detect_latency} exit={o.exit_latency} left={o.left_running}\n"
@@ -106,16 +112,52 @@ def check(o: Outcome, e: Expect, *, fault_item: Any = None) -> None:
             "runner exited sooner than expected" + diag
 
 
-def record(o: Outcome, e: Expect) -> None:
-    """Append the observation to $LAB_RECORD (JSON lines) when set: how the note's matrix is gathered."""
-    path = os.environ.get("LAB_RECORD")
-    if not path:
+def record(o: Outcome, e: Expect, *, fault_item: Any = None) -> None:
+    """Append the observation as one JSON line to the session's file and to $LAB_RECORD, where set."""
+    paths = [p for p in (os.environ.get("LAB_OBSERVATIONS"), os.environ.get("LAB_RECORD")) if p]
+    if not paths:
         return
     test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
-    row = {"test": test, "python": sys.version.split()[0], "variant": o.variant, "status": o.status,
-           "kind": o.kind, "item": o.item, "exitcode": o.exitcode, "detect": o.detect_latency,
-           "stop": o.stop_latency, "exit": o.exit_latency, "left": o.left_running,
-           "orphans_exit": o.orphans_exit_latency, "message": (o.result or {}).get("message"),
-           "expected": e.status}
-    with open(path, "a") as f:
-        f.write(json.dumps(row, default=repr) + "\n")
+    module = sys.modules.get(test.split("::")[0].removesuffix(".py").replace("/", "."))
+    row = {"test": test, "fault": ((module.__doc__ or "").strip().splitlines() or [""])[0] if module else "",
+           "python": sys.version.split()[0], "variant": o.variant, "status": o.status,
+           "kind": o.kind or (o.result or {}).get("exc_type"), "item": o.item, "fault_item": fault_item,
+           "exitcode": o.exitcode, "detect": o.detect_latency, "stop": o.stop_latency, "exit": o.exit_latency,
+           "left": o.left_running, "orphans_exit": o.orphans_exit_latency,
+           "message": ((o.result or {}).get("message") or "")[:300], "expected": e.status}
+    for path in paths:
+        with open(path, "a") as f:  # one write per line, O_APPEND: xdist workers never interleave
+            f.write(json.dumps(row, default=repr) + "\n")
+
+
+def observation_tables(rows: list[dict[str, Any]]) -> list[str]:
+    """One small table per experiment (test function): what each design did, in the registry's order."""
+    by_test: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_test.setdefault(r["test"].split("[")[0], []).append(r)
+    order = {v: i for i, v in enumerate(VARIANTS)}
+    out: list[str] = []
+    for test in sorted(by_test):
+        runs = sorted(by_test[test], key=lambda r: order.get(r["variant"], len(order)))
+        fault = runs[0].get("fault")
+        out.append("")
+        out.append(f"{test}" + (f": {fault}" if fault else ""))
+        out.append(f"  {'design':<18} {'outcome':<34} {'latency':>9}  {'item named':<10} {'exit code':>9}  left")
+        for r in runs:
+            outcome = {"hung": "HANGS (watchdog)", "parent_killed": "parent killed",
+                       "returned": "returned"}.get(r["status"], f"{r['status']} {r.get('kind') or ''}".strip())
+            if r["status"] == "parent_killed":
+                outcome += (f", orphans gone in {_ms(r['orphans_exit'])}" if r.get("orphans_exit") is not None
+                            else ", orphans survive")
+            named = "n/a" if r.get("fault_item") is None else ("yes" if r.get("item") == r["fault_item"] else "no")
+            code = "" if r.get("exitcode") is None else str(r["exitcode"])
+            left = len(r.get("left") or [])
+            out.append(f"  {r['variant']:<18} {outcome[:34]:<34} {_ms(r.get('detect')):>9}  {named:<10} {code:>9}  "
+                       f"{left or '-'}")
+    return out
+
+
+def _ms(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x * 1000:.0f} ms" if x < 1 else f"{x:.2f} s"

@@ -156,7 +156,7 @@ def run_scenario(variant: str, *, job: dict[str, Any] | None = None, items: int 
     """
     run_kwargs = dict(run_kwargs or {})
     watchdog += STARTUP_ALLOWANCE.get(variant, 0.0)
-    with tempfile.TemporaryDirectory(prefix="lab-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="lab-", ignore_cleanup_errors=True) as tmp:
         events = os.path.join(tmp, "events.jsonl")
         spec = {"variant": variant, "job": job or {}, "items": {"count": items, "raise_at": items_raise_at},
                 "on_result": on_result or {}, "run_kwargs": run_kwargs, "events": events,
@@ -164,7 +164,7 @@ def run_scenario(variant: str, *, job: dict[str, Any] | None = None, items: int 
         stderr_path = os.path.join(tmp, "stderr.txt")
         with open(stderr_path, "w+") as stderr_file:
             return _observe(Watch(
-                variant=variant, spec=spec, events=events, stderr_file=stderr_file, run_kwargs=run_kwargs,
+                variant=variant, spec=spec, tmp=tmp, events=events, stderr_file=stderr_file, run_kwargs=run_kwargs,
                 watchdog=watchdog, fault_clock=fault_clock, kill_worker_on_item=kill_worker_on_item,
                 kill_runner_after_starts=kill_runner_after_starts, sigint_after_starts=sigint_after_starts,
                 orphan_watch=orphan_watch, sample_memory=sample_memory, python=python or sys.executable))
@@ -176,6 +176,7 @@ class Watch:
 
     variant: str
     spec: dict[str, Any]  # the runner's whole input (one JSON argument)
+    tmp: str  # the run's own folder, removed after it: the run's TMPDIR too (see _observe)
     events: str  # the run's event log (see .events)
     stderr_file: IO[str]  # the runner's stderr, read back into Outcome.stderr
     run_kwargs: dict[str, Any]
@@ -191,8 +192,10 @@ class Watch:
 
 def _observe(w: Watch) -> Outcome:
     variant, events, stderr_file, run_kwargs = w.variant, w.events, w.stderr_file, w.run_kwargs
+    # TMPDIR: whatever the run's processes put in the temporary folder (multiprocessing's pymp-* folders,
+    # dask's scratch space) goes with the run's own folder, also when the harness had to SIGKILL them.
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
+               PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1", TMPDIR=w.tmp)
     t0 = time.monotonic()
     proc = subprocess.Popen([w.python, "-m", "experiments.lab.runner", json.dumps(w.spec)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=stderr_file, text=True, start_new_session=True)
