@@ -3,7 +3,8 @@
 Not a design of its own. The peers (pebble, loky) decide what a fault looks like; ``classify`` maps
 their exceptions onto ``RunFailed`` honestly (culprit and exit code only where the library says), and
 this loop adds only what any caller can write: lazy intake (at most ``max_in_flight`` futures), each
-result dropped once ``on_result`` returned, a whole-run deadline, and each item's fate.
+result dropped once ``on_result`` returned, a whole-run deadline, and the fate of each unfinished item
+(a finished one is counted, not kept), with what is left reachable from any exception.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .contract import Clock, Fate, ItemFate, RunFailed, RunReport
+from .contract import Clock, Fate, RunFailed, RunReport, _Rest, attach_report
 
 # (kind, exit code or None, whether the failed future's own item is the culprit) for a worker-side exception
 Classified = tuple[str, int | None, bool]
@@ -37,7 +38,7 @@ def drive(name: str, submit: Callable[[Any], cf.Future], items: Iterable[Any],
     wait = wait or (lambda fs, timeout: cf.wait(fs, timeout=timeout, return_when=cf.FIRST_COMPLETED))
     clock = Clock()  # the whole-run timeout counts from here: after the pool (or cluster) is up
     report = RunReport(name, fates=[], clock_start=clock.start)
-    pending: dict[Any, int] = {}  # future -> index in report.fates
+    pending: dict[Any, int] = {}  # future -> the item's position in the report (pull order)
     it = iter(items)
     exhausted = False
     try:
@@ -48,8 +49,7 @@ def drive(name: str, submit: Callable[[Any], cf.Future], items: Iterable[Any],
                 except StopIteration:
                     exhausted = True
                     break
-                report.fates.append(ItemFate(item, Fate.NEVER_RUN))
-                pending[submit(item)] = len(report.fates) - 1
+                pending[submit(item)] = report.track(item)
             if not pending:
                 break
             remaining = None if timeout is None else clock.start + timeout - time.monotonic()
@@ -58,8 +58,8 @@ def drive(name: str, submit: Callable[[Any], cf.Future], items: Iterable[Any],
                                 report=report)
             done, _ = wait(list(pending), remaining)
             for f in done:
-                tid = pending.pop(f)
-                fate = report.fates[tid]
+                pos = pending.pop(f)
+                fate = report.fate(pos)
                 try:
                     result = get(f, None if timeout is None else clock.start + timeout - time.monotonic())
                 except DeadlinePassed as e:
@@ -80,13 +80,15 @@ def drive(name: str, submit: Callable[[Any], cf.Future], items: Iterable[Any],
                     raise RunFailed(f"callback_error: on_result raised {type(e).__name__}: {e} (item {fate.item!r})",
                                     kind="callback_error", item=fate.item, report=report) from e
                 del result
-                fate.fate = Fate.DONE
+                report.done(pos)  # counted, not kept: the report grows with what is unfinished only
                 report.completed += 1
-    except BaseException:
+    except BaseException as e:
+        attach_report(e, report)  # the items' own error and Ctrl-C carry the report too
         stop()
         raise
     else:
         close()
     finally:
+        report.set_rest(_Rest(it))  # remaining(): the unfinished items, then the ones never pulled
         report.elapsed = clock.elapsed()
     return report

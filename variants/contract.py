@@ -19,12 +19,14 @@ detect a fault does what it really does (it hangs); the lab's harness observes a
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
 import pickle
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 #: The five ways a run can fail, as ``RunFailed.kind``.
@@ -37,44 +39,174 @@ class Fate(enum.StrEnum):
     NEVER_RUN = "never_run"  # pulled from items but never finished: safe to resubmit
 
 
-@dataclass(slots=True)  # one per item pulled: slots keep a run of millions of items small
+@dataclass(slots=True)  # one per unfinished item: slots keep a run with many items in flight small
 class ItemFate:
     item: Any
     fate: Fate
     kind: str | None = None
     message: str | None = None
     exitcode: int | None = None
-    attempts: int = 0  # times the item was sent to a worker (> 1 after retries)
+    attempts: int = 0  # times the item was started in a worker (> 1 after retries)
+    traceback: str | None = None  # the worker's own traceback, for a worker_error
 
 
-@dataclass
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker, as text: chained as ``__cause__`` of a RunFailed.
+
+    Printed under the RunFailed by Python's usual "The above exception was the direct cause" display, so
+    an uncaught failure shows the file and line of the job that raised (as ``concurrent.futures`` does).
+    """
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb.rstrip()}\n"""'
+
+
 class RunReport:
-    """What a run did. ``fates`` is ``None`` for variants that do not track each item."""
+    """What a run did: counts of what is done, and the fate of every item that is not.
 
-    variant: str
-    completed: int = 0  # tasks whose on_result returned (or that succeeded, with no on_result)
-    elapsed: float = 0.0  # seconds from the start of run() to its return or raise
-    fates: list[ItemFate] | None = None
-    notes: list[str] = field(default_factory=list)  # what the variant did on the way (retries, respawns)
-    clock_start: float | None = None  # monotonic time the run's timeout started counting, if not run()'s start
+    Finished items are counted, not kept: a report holds one :class:`ItemFate` per item pulled from
+    ``items`` and not done (failed, or never finished), so it costs memory in proportion to what is
+    unfinished, never to what is done. ``fates`` is ``None`` for variants that do not track items.
+    """
+
+    def __init__(self, variant: str, completed: int = 0, elapsed: float = 0.0,
+                 fates: list[ItemFate] | None = None, notes: list[str] | None = None,
+                 clock_start: float | None = None) -> None:
+        self.variant = variant
+        self.completed = completed  # tasks whose on_result returned (or that succeeded, with no on_result)
+        self.elapsed = elapsed  # seconds from the start of run() to its return or raise
+        self.notes: list[str] = list(notes or [])  # what the variant did on the way (retries, respawns)
+        self.clock_start = clock_start  # monotonic time the run's timeout started counting, if not run()'s start
+        # position in pull order -> fate, for unfinished items only (a DONE fate given here is dropped)
+        self._open: dict[int, ItemFate] | None = None if fates is None else {}
+        self._pulled = 0
+        self._rest: _Rest | None = None
+        for f in fates or ():
+            self._open[self.track(f.item)] = f  # type: ignore[index]
+            if f.fate is Fate.DONE:
+                self.done(self._pulled - 1)
+
+    # -- bookkeeping, for the variants that track items ------------------------------------------
+    def track(self, item: Any) -> int:
+        """Record an item just pulled from ``items``; returns its position in pull order."""
+        pos = self._pulled
+        self._pulled += 1
+        self._open[pos] = ItemFate(item, Fate.NEVER_RUN)  # type: ignore[index]
+        return pos
+
+    def fate(self, pos: int) -> ItemFate:
+        return self._open[pos]  # type: ignore[index]
+
+    def done(self, pos: int) -> None:
+        """The item at ``pos`` is done: count it and forget it."""
+        del self._open[pos]  # type: ignore[arg-type]
+
+    def set_rest(self, rest: _Rest) -> None:
+        """Where the items never pulled are: what :meth:`remaining` yields after the unfinished ones."""
+        self._rest = rest
+
+    # -- what a caller reads ---------------------------------------------------------------------
+    @property
+    def tracked(self) -> bool:
+        return self._open is not None
+
+    @property
+    def fates(self) -> list[ItemFate] | None:
+        """The fate of every unfinished item, in pull order; ``None`` when the variant does not track items."""
+        return None if self._open is None else list(self._open.values())
+
+    @property
+    def pulled(self) -> int:
+        """How many items were taken from ``items`` (done or not)."""
+        return self._pulled
 
     def unfinished(self) -> list[Any]:
-        """The items to resubmit to finish the job: every item not DONE, in submission order."""
-        if self.fates is None:
-            raise ValueError(f"{self.variant} does not track item fates; it cannot say what to resume")
-        return [f.item for f in self.fates if f.fate is not Fate.DONE]
+        """The items pulled from ``items`` and not done (failed or never finished), in pull order.
+
+        Not all that is left after an abort: the items never pulled are still in ``items``. To finish
+        the job, resubmit :meth:`remaining`.
+        """
+        self._require_fates()
+        return [f.item for f in self._open.values()]  # type: ignore[union-attr]
+
+    def remaining(self) -> Iterator[Any]:
+        """Exactly what is left to finish the job: the unfinished items, then the items never pulled.
+
+        Lazy: the never-pulled items come from the same ``items`` iterator, one at a time, when you ask
+        (so a source of millions, or a paginated API, is not read ahead). Read it once: it continues
+        the caller's iterator. Reachable from every exception that leaves ``run()`` as ``e.report``.
+        """
+        self._require_fates()
+        yield from self.unfinished()
+        if self._rest is not None:
+            yield from self._rest.drain()
 
     def count(self, fate: Fate) -> int:
-        return 0 if self.fates is None else sum(f.fate is fate for f in self.fates)
+        if self._open is None:
+            return 0
+        if fate is Fate.DONE:
+            return self.completed
+        return sum(f.fate is fate for f in self._open.values())
+
+    def _require_fates(self) -> None:
+        if self._open is None:
+            raise ValueError(f"{self.variant} does not track item fates; it cannot say what to resume")
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"variant": self.variant, "completed": self.completed,
                              "elapsed": self.elapsed, "notes": list(self.notes), "clock_start": self.clock_start}
-        if self.fates is not None:
+        if self._open is not None:
             d["fates"] = {str(f): self.count(f) for f in Fate}
+            d["pulled"] = self._pulled
             d["failed"] = [{"item": repr(f.item), "kind": f.kind, "exitcode": f.exitcode}
-                           for f in self.fates if f.fate is Fate.FAILED]
+                           for f in self._open.values() if f.fate is Fate.FAILED]
         return d
+
+    def __getstate__(self) -> dict[str, Any]:  # a report crosses processes without the live iterator
+        state = dict(self.__dict__)
+        state["_rest"] = None
+        return state
+
+    def __repr__(self) -> str:
+        return (f"RunReport({self.variant!r}, completed={self.completed}, elapsed={self.elapsed:.3f}, "
+                f"unfinished={None if self._open is None else len(self._open)})")
+
+
+class _Rest:
+    """The part of ``items`` a run never pulled: items read ahead but not taken, then the iterator itself.
+
+    ``lock`` is the one the run's reading thread holds around ``next()``: taking it before continuing the
+    iterator means we never call ``next()`` while that thread is inside it (a generator refuses that).
+    """
+
+    def __init__(self, iterator: Iterator[Any], read_ahead: deque[Any] | None = None, lock: Any = None) -> None:
+        self.iterator = iterator
+        self.read_ahead = read_ahead if read_ahead is not None else deque()
+        self.lock = lock
+
+    def drain(self) -> Iterator[Any]:
+        while True:
+            with self.lock if self.lock is not None else contextlib.nullcontext():
+                item = self.read_ahead.popleft() if self.read_ahead else next(self.iterator, _END)
+            if item is _END:
+                return
+            yield item
+
+
+_END = object()
+
+
+def attach_report(error: BaseException, report: RunReport) -> None:
+    """Make the report reachable from an exception that is not a RunFailed (the items' own, Ctrl-C)."""
+    if getattr(error, "report", None) is None:
+        try:
+            error.report = report  # type: ignore[attr-defined]
+        except (AttributeError, TypeError):  # an exception type with __slots__: nothing to attach to
+            pass
 
 
 class RunFailed(Exception):

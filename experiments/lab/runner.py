@@ -111,8 +111,10 @@ def main(spec: dict[str, Any]) -> None:
         report = getattr(e, "report", None)
     out["report"] = report.to_dict() if report is not None else None
     if report is not None and report.fates is not None:
-        out["unfinished"] = [_jsonable(i) for i in report.unfinished()]
-        out["done_items"] = [_jsonable(f.item) for f in report.fates if f.fate == "done"]
+        # What is left, as a caller resumes it: the unfinished items, then the ones never pulled.
+        out["unfinished"] = [_jsonable(i) for i in report.remaining()]
+        # A report keeps only what is unfinished; what is done is what on_result saw (it counts itself last).
+        out["done_items"] = sorted(calls) if len(calls) <= 2000 else None
     out["callback_calls"] = len(calls)
     out["callback_items"] = sorted(calls) if len(calls) <= 2000 else None
     out["callback_repeats"] = sum(n > 1 for n in calls.values())

@@ -4,203 +4,316 @@ Our recommended design. It owns its worker processes (``multiprocessing.Process`
 driving an executor, because the two things a fault report needs are things an executor hides: which
 item a dead worker was running, and when that item started. Start method: spawn, as every variant.
 
-    In the main process (one thread: the supervisor loop)        |  worker processes (one pipe each)
-                                                                 |
-    pull items lazily, at most max_in_flight at a time           |
-    idle worker? --- send (tid, item) over its pipe -------------+--> job(item)
-    wait(pipes + process sentinels, timeout=nearest deadline)    |      | ("ok", tid, result)
-      <- ("ok", tid, result): on_result(item, result), drop it <-+------+ ("err", tid, message, traceback)
-      <- ("err", ...):        worker_error, culprit = tid        |
-      <- sentinel ready:      worker_died, culprit = its tid,    |  dies with the parent:
-                              exit code, OOM evidence            |  PR_SET_PDEATHSIG + a thread on the
-      <- deadline:            timeout / task_timeout             |  parent's sentinel
-    fault: stop pulling; SIGTERM the busy, SIGKILL after grace; join; raise RunFailed(report)
+    In the main process (one thread: the supervisor loop)          |  worker processes (one pipe each)
+                                                                   |
+    items thread: next(items), a bounded distance ahead --> wake   |
+    loop: take items, pickle each; per worker keep up to two       |
+      batches queued --- [(pos, item bytes), ...] over its pipe ---+--> for each: slot := (pos, now)
+    wait(pipes + sentinels + items wake-up, timeout=nearest deadline)|        job(item); pickle result
+      <- [(pos, "ok", result, s), (pos, "err", msg, traceback, s)] <-+--      slot := idle
+         on_result(item, result) in order; forget the item         |      answers sent when 5 ms old
+      <- "err":          worker_error, traceback as __cause__      |  shared slot: the running task and
+      <- sentinel ready: worker_died; culprit = the slot's task;   |  its start, read by the loop
+                         tasks queued behind it run elsewhere      |  dies with the parent:
+      <- deadline:       timeout / task_timeout (slot's start)     |  PR_SET_PDEATHSIG + a thread on
+    fault: stop reading items; SIGTERM, SIGKILL after grace;       |  the parent's sentinel
+      join; raise RunFailed (report: what is left)                 |
 
-Rules it keeps (each one is an experiment):
+Rules it keeps (each one is a test in tests/test_supervisor_rules.py or an experiment):
 1. Nothing polls: every fault is an event on a pipe, a process sentinel, or the wait's own timeout set
-   to the nearest deadline, so detection costs one wake-up.
-2. A worker runs one task at a time and gets it only when idle, so "the task it was running" is never
-   ambiguous, its start time is the send time (the task timeout counts from there), and a dead worker
-   takes no innocent task with it.
-3. Memory is bounded by ``max_in_flight`` items and one result at a time: nothing keeps a future or a
-   result after ``on_result`` returns.
-4. Every wait has a limit and every exit path runs the same stop: no thread, process or Manager outlives
-   ``run()``, whatever raised (the job, ``on_result``, ``items``, Ctrl-C).
-5. Every item pulled from ``items`` ends with a fate (done / failed / never run) in the report, so a
-   caller resumes exactly ``report.unfinished()``.
+   to the nearest deadline, so detection costs one wake-up. Reading ``items`` happens off the loop, so a
+   slow source delays no detection.
+2. The running task is never ambiguous: each worker writes which task it runs, and since when, into
+   shared memory before touching the item, so a death or hang is charged to exactly that task, its task
+   timeout counts from its real start, and the tasks queued behind it are run again elsewhere, not failed.
+3. Memory is in proportion to what is unfinished: items in flight (adaptive, ``max_in_flight`` at most)
+   and one batch of answers; a finished item is counted, not kept, and a result is dropped once
+   ``on_result`` returned.
+4. Every wait has a limit and every exit path runs the same stop, which always reaches SIGKILL: no
+   process outlives ``run()``, whatever raised (the job, ``on_result``, ``items``, Ctrl-C). The items
+   thread exits with it too, except while inside a ``next(items)`` call that blocks (Python cannot
+   interrupt one): it exits when that call returns.
+5. What is left is exact and reachable: ``e.report.remaining()`` on any exception that leaves ``run()``
+   yields the unfinished items, then the items never pulled, so a resume runs each item once.
+6. A worker's failure carries its cause: the job's traceback as ``__cause__``, a pickling fault with the
+   original exception, a death with its signal and the kernel's OOM evidence for that worker.
 """
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
+import pickle
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from ..contract import Clock, Fate, ItemFate, RunFailed, RunReport, check_arguments
-from . import _worker
+from ..contract import Clock, Fate, RemoteTraceback, RunFailed, RunReport, attach_report, check_arguments
+from . import _oom, _worker
+from ._source import Source
 
 NAME = "supervisor"
 
+# Batches: a worker gets up to two batches queued, so it never waits for the loop between tasks. A batch
+# holds about BATCH_SECONDS of work (measured from the answers, as joblib's batch_size="auto" does), at
+# most BATCH_MAX items, and at most BATCH_BYTES of pickled items while the worker is busy: a queued batch
+# must fit in the pipe's kernel buffer (208 KiB by default on Linux), or the loop would block sending it
+# to a busy worker and stop watching the others. Large items therefore go one at a time, to idle workers.
+BATCH_SECONDS = 0.02
+BATCH_MAX = 256
+BATCH_BYTES = 64 << 10
+EWMA = 0.2  # weight of the newest measurement in the task-duration and item-size averages
+JOIN_LIMIT = 5.0  # after SIGKILL, which cannot be ignored: bounds only a kernel stuck in D state
 
-def _vmstat_oom_kills() -> int | None:
-    """The kernel's count of OOM kills on this machine (Linux >= 4.13), or None where unknown."""
-    try:
-        with open("/proc/vmstat") as f:
-            for line in f:
-                if line.startswith("oom_kill "):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
 
-
-def describe_exit(exitcode: int | None, oom_before: int | None, oom_after: int | None) -> str:
-    """Say how a worker died, and whether the kernel recorded an OOM kill meanwhile."""
+def describe_exit(exitcode: int | None) -> str:
+    """Say how a worker died."""
     if exitcode is None:
         return "worker vanished with no exit code"
     if exitcode >= 0:
         return f"worker exited with code {exitcode}"
-    sig = -exitcode
     try:
-        name = signal.Signals(sig).name
+        name = signal.Signals(-exitcode).name
     except ValueError:
-        name = f"signal {sig}"
-    text = f"worker was killed by {name} (exit code {exitcode})"
-    if sig == signal.SIGKILL:
-        if oom_before is not None and oom_after is not None and oom_after > oom_before:
-            text += (f": the kernel OOM killer did it (/proc/vmstat oom_kill rose from {oom_before} "
-                     f"to {oom_after} during the task)")
-        else:
-            text += ("; SIGKILL is what the kernel OOM killer sends, but the kernel recorded no OOM kill "
-                     "during the task, so something else sent it (kill -9?)")
-    return text
+        name = f"signal {-exitcode}"
+    return f"worker was killed by {name} (exit code {exitcode})"
 
 
 @dataclass
 class _Worker:
     proc: multiprocessing.process.BaseProcess
     conn: Connection
+    slot: Any  # shared memory: the task running now and since when (see _worker.mark)
     ready: bool = False
-    tid: int | None = None  # the task it is running
-    started: float = 0.0  # monotonic time the task was sent, i.e. started (the worker was idle)
-    oom_before: int | None = None
+    queued: deque[int] = field(default_factory=deque)  # positions sent, not answered, in the order they run
+    queued_bytes: int = 0
+    sizes: dict[int, int] = field(default_factory=dict)  # position -> pickled item size
+    baseline: _oom.Baseline | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    """Everything ``run()`` was asked, checked."""
+
+    workers: int
+    on_result: Callable[[Any, Any], Any] | None
+    timeout: float | None
+    task_timeout: float | None
+    on_error: str
+    retries: int
+    max_in_flight: int | None
+    grace: float
 
 
 class _Supervisor:
-    def __init__(self, job, items, workers, on_result, timeout, task_timeout, on_error, retries,
-                 max_in_flight, grace):
-        self.job, self.on_result = job, on_result
-        self.items: Iterator[Any] = iter(items)
-        self.n_workers, self.timeout, self.task_timeout = workers, timeout, task_timeout
-        self.on_error, self.retries, self.grace = on_error, retries, grace
-        self.max_in_flight = max_in_flight
+    def __init__(self, job: Callable[[Any], Any], items: Iterable[Any], options: Options) -> None:
+        self.job, self.opt = job, options
         self.ctx = multiprocessing.get_context("spawn")
         self.clock = Clock()
         self.report = RunReport(NAME, fates=[])
-        self.pending: deque[int] = deque()  # tids pulled from items, not yet sent to a worker
-        self.exhausted = False
+        self.witness = _oom.Witness()
+        self.retry: deque[int] = deque()  # positions to run (again): retries and tasks a dead worker held
         self.workers: list[_Worker] = []
+        self.stopping: list[tuple[multiprocessing.process.BaseProcess, float]] = []  # (process, SIGKILL at)
         self.failures: list[RunFailed] = []
+        self.task_seconds: float | None = None  # running average of one task's duration in a worker
+        self.item_bytes: float | None = None  # running average of one pickled item
+        self.source = Source(items, self.batch_size())  # read ahead: one batch
+        self.spawned = 0
 
-    # -- workers --------------------------------------------------------------------------------
+    # -- sizes -----------------------------------------------------------------------------------
+    def batch_size(self) -> int:
+        n = BATCH_MAX
+        if self.task_seconds is not None:
+            n = min(n, int(BATCH_SECONDS / max(self.task_seconds, 1e-7)))
+        else:
+            n = 1  # nothing measured yet: one at a time until the first answers say how long a task takes
+        if self.item_bytes:
+            n = min(n, int(BATCH_BYTES / self.item_bytes))
+        return max(1, n)
+
+    def in_flight_limit(self) -> int:
+        """Items pulled and not finished: two batches per worker, or what the caller set."""
+        if self.opt.max_in_flight is not None:
+            return self.opt.max_in_flight
+        return 2 * self.opt.workers * self.batch_size()
+
+    def in_flight(self) -> int:
+        """Items pulled and neither done nor failed for good: the ones memory and the limit are about."""
+        return len(self.report._open) - len(self.failures)  # type: ignore[arg-type]
+
+    # -- workers ---------------------------------------------------------------------------------
     def spawn(self) -> None:
         parent_conn, child_conn = self.ctx.Pipe(duplex=True)
-        proc = self.ctx.Process(target=_worker.main, args=(child_conn, self.job, os.getpid()),
-                                name=f"supervisor-worker-{len(self.workers)}", daemon=True)
+        slot = self.ctx.RawArray("d", 3)
+        proc = self.ctx.Process(target=_worker.main, args=(child_conn, self.job, os.getpid(), slot),
+                                name=f"supervisor-worker-{self.spawned}", daemon=True)
+        self.spawned += 1
         proc.start()
         child_conn.close()  # ours is closed so that a dead worker shows as EOF on parent_conn
-        self.workers.append(_Worker(proc, parent_conn))
+        self.workers.append(_Worker(proc, parent_conn, slot))
 
     def retire(self, w: _Worker) -> None:
         self.workers.remove(w)
         w.conn.close()
-        w.proc.join(0)
+
+    def stop_later(self, w: _Worker) -> None:
+        """SIGTERM now, SIGKILL at the grace deadline: the loop waits on its sentinel meanwhile, blocking nothing."""
+        self.retire(w)
+        if w.proc.exitcode is None:
+            w.proc.terminate()
+            self.stopping.append((w.proc, time.monotonic() + self.opt.grace))
+        else:
+            w.proc.join(0)
+
+    def reap_stopping(self, now: float) -> None:
+        still = []
+        for proc, kill_at in self.stopping:
+            if proc.exitcode is not None:
+                proc.join(0)
+                self.report.notes.append(f"stopped worker pid {proc.pid} (exit code {proc.exitcode})")
+                continue
+            if now >= kill_at:
+                proc.kill()  # ignored SIGTERM for `grace` seconds
+                kill_at = math.inf  # its sentinel will say when it is gone
+            still.append((proc, kill_at))
+        self.stopping = still
 
     def stop_all(self, orderly: bool) -> None:
         """Orderly: ask idle workers to exit. Otherwise (or if they do not): SIGTERM, grace, SIGKILL."""
-        alive = [w for w in self.workers if w.proc.exitcode is None]
-        if orderly:
-            for w in alive:
-                try:
-                    w.conn.send(None)
-                except OSError:
-                    pass
-        else:
-            for w in alive:
-                w.proc.terminate()
-        deadline = time.monotonic() + self.grace
-        while alive and (left := deadline - time.monotonic()) > 0:
-            wait([w.proc.sentinel for w in alive], left)
-            alive = [w for w in alive if w.proc.exitcode is None]
-        for w in alive:  # ignored SIGTERM (or the orderly request) for `grace` seconds
-            w.proc.kill()
-        for w in list(self.workers):
-            w.proc.join(5)  # SIGKILL cannot be ignored; 5 s only bounds a kernel stuck in D state
-            self.retire(w)
+        procs = [w.proc for w in self.workers] + [p for p, _ in self.stopping]
+        try:
+            for w in self.workers:
+                if orderly:
+                    try:
+                        w.conn.send(None)
+                    except OSError:
+                        pass
+                elif w.proc.exitcode is None:
+                    w.proc.terminate()
+            for p, _ in self.stopping:
+                if p.exitcode is None:
+                    p.terminate()
+            deadline = time.monotonic() + self.opt.grace
+            alive = [p for p in procs if p.exitcode is None]
+            while alive and (left := deadline - time.monotonic()) > 0:
+                wait([p.sentinel for p in alive], left)
+                alive = [p for p in alive if p.exitcode is None]
+        finally:  # whatever interrupted the above (a second Ctrl-C), every worker still gets SIGKILL
+            for p in procs:
+                if p.exitcode is None:
+                    p.kill()
+            for p in procs:
+                p.join(JOIN_LIMIT)
+            for w in list(self.workers):
+                self.retire(w)
+            self.stopping = []
+            self.witness.close()
 
-    # -- items ----------------------------------------------------------------------------------
-    def busy(self) -> list[_Worker]:
-        return [w for w in self.workers if w.tid is not None]
-
-    def pull(self) -> None:
-        """Take items lazily, so a generator of millions costs max_in_flight items of memory."""
-        while not self.exhausted and len(self.pending) + len(self.busy()) < self.max_in_flight:
-            try:
-                item = next(self.items)  # an exception here is the caller's: it propagates after stop
-            except StopIteration:
-                self.exhausted = True
-                return
-            self.report.fates.append(ItemFate(item, Fate.NEVER_RUN))
-            self.pending.append(len(self.report.fates) - 1)
+    # -- items -----------------------------------------------------------------------------------
+    def next_positions(self, n: int) -> list[int]:
+        """Up to ``n`` positions to send: retries first, then new items within the in-flight limit."""
+        out = [self.retry.popleft() for _ in range(min(n, len(self.retry)))]
+        room = min(n - len(out), self.in_flight_limit() - self.in_flight())
+        if room > 0:
+            for item in self.source.take(room):
+                out.append(self.report.track(item))
+        return out
 
     def dispatch(self) -> None:
+        batch = self.batch_size()
         for w in self.workers:
-            if not self.pending:
-                return
-            if w.ready and w.tid is None and w.proc.exitcode is None:
-                tid = self.pending.popleft()
+            if not w.ready or w.proc.exitcode is not None or len(w.queued) > batch:
+                continue  # keeps at most two batches queued: one running, one waiting
+            budget = batch if w.queued else 2 * batch
+            sent: list[tuple[int, bytes]] = []
+            todo = deque(self.next_positions(budget))
+            while todo:
+                pos = todo.popleft()
                 try:
-                    w.conn.send((tid, self.report.fates[tid].item))
-                except OSError:  # it died while idle: its sentinel reports that, this task is innocent
-                    self.pending.appendleft(tid)
+                    blob = pickle.dumps(self.report.fate(pos).item, pickle.HIGHEST_PROTOCOL)
+                except Exception as e:  # that item alone fails, named, with its cause
+                    self.fail(pos, "worker_error", f"the item could not be pickled to send it: {type(e).__name__}: {e}",
+                              error=e, retryable=False)
                     continue
-                w.tid, w.started, w.oom_before = tid, time.monotonic(), _vmstat_oom_kills()
-                self.report.fates[tid].attempts += 1
+                size = len(blob)
+                self.item_bytes = size if self.item_bytes is None else (1 - EWMA) * self.item_bytes + EWMA * size
+                if w.queued and w.queued_bytes + size > BATCH_BYTES:
+                    todo.appendleft(pos)  # a busy worker gets no more than the pipe holds: the rest later
+                    self.retry.extendleft(reversed(todo))
+                    break
+                sent.append((pos, blob))
+                w.queued.append(pos)
+                w.queued_bytes += size
+                w.sizes[pos] = size
+            if sent:
+                try:
+                    w.conn.send(sent)
+                except OSError:  # it died meanwhile: its sentinel reports it; these tasks are innocent
+                    pass
 
-    # -- faults ---------------------------------------------------------------------------------
-    def fail(self, tid: int | None, kind: str, message: str, exitcode: int | None = None) -> None:
-        """Record a fault; retry the culprit if allowed; abort (raise) or carry on per on_error."""
-        item = self.report.fates[tid].item if tid is not None else None
-        if tid is not None and self.report.fates[tid].attempts <= self.retries and kind != "callback_error":
-            self.report.notes.append(f"retrying item {item!r} after {kind}: {message}")
-            self.pending.appendleft(tid)
+    # -- faults ----------------------------------------------------------------------------------
+    def fail(self, pos: int | None, kind: str, message: str, exitcode: int | None = None,
+             traceback: str | None = None, error: BaseException | None = None, retryable: bool = True) -> None:
+        """Record a fault; retry the culprit if allowed; abort (raise) or carry on per on_error.
+
+        Not retried: a callback error (on_result runs in this process, once per result) and an item this
+        process cannot pickle (it would fail the same way).
+        """
+        fate = self.report.fate(pos) if pos is not None else None
+        if fate is not None:
+            fate.attempts += 1
+        if fate is not None and retryable and kind != "callback_error" and fate.attempts <= self.opt.retries:
+            self.report.notes.append(f"retrying item {fate.item!r} after {kind}: {message}")
+            self.retry.appendleft(pos)  # type: ignore[arg-type]
             return
-        if tid is not None:
-            fate = self.report.fates[tid]
+        if fate is not None:
             fate.fate, fate.kind, fate.message, fate.exitcode = Fate.FAILED, kind, message, exitcode
-        text = f"{kind}: {message}" + (f" (item {item!r})" if tid is not None else "")
-        error = RunFailed(text, kind=kind, item=item, exitcode=exitcode, report=self.report)
-        if self.on_error == "abort" or tid is None:
-            raise error
-        self.failures.append(error)
+            fate.traceback = traceback
+        text = f"{kind}: {message}" + (f" (item {fate.item!r})" if fate is not None else "")
+        failed = RunFailed(text, kind=kind, item=None if fate is None else fate.item, exitcode=exitcode,
+                           report=self.report)
+        failed.__cause__ = RemoteTraceback(traceback) if traceback else error
+        if self.opt.on_error == "abort" or fate is None:
+            raise failed
+        self.failures.append(failed)
 
-    def replace(self, w: _Worker) -> None:
-        """A worker that died or hung is replaced (continue mode, or a retry); only its own task is affected."""
-        if w.proc.exitcode is None:  # hung: the same escalation as stop_all, for this one worker
-            w.proc.terminate()
-            w.proc.join(self.grace)
-            if w.proc.exitcode is None:
-                w.proc.kill()
-                w.proc.join(5)
-        self.retire(w)
-        self.spawn()
-        self.report.notes.append(f"replaced worker pid {w.proc.pid} (exit code {w.proc.exitcode})")
+    def on_answers(self, w: _Worker, answers: list[tuple[Any, ...]]) -> None:
+        for answer in answers:
+            pos, status = answer[0], answer[1]
+            if not w.queued or w.queued[0] != pos:
+                raise AssertionError(f"worker answered {pos}, expected {list(w.queued)[:3]}")  # protocol bug
+            w.queued.popleft()
+            w.queued_bytes -= w.sizes.pop(pos, 0)
+            seconds = answer[-1]
+            self.task_seconds = seconds if self.task_seconds is None else \
+                (1 - EWMA) * self.task_seconds + EWMA * seconds
+            fate = self.report.fate(pos)
+            if status == "err":
+                self.fail(pos, "worker_error", answer[2], traceback=answer[3])
+                continue
+            try:
+                result = pickle.loads(answer[2])
+            except Exception as e:
+                self.fail(pos, "worker_error", f"the result could not be unpickled in the parent: "
+                                               f"{type(e).__name__}: {e}", error=e, retryable=False)
+                continue
+            try:
+                if self.opt.on_result is not None:
+                    self.opt.on_result(fate.item, result)
+            except Exception as e:
+                self.fail(pos, "callback_error", f"on_result raised {type(e).__name__}: {e}", error=e)
+                continue
+            finally:
+                del result  # drop the result now: memory must not grow with the task count
+            self.report.done(pos)
+            self.report.completed += 1
+        self.source.set_capacity(self.batch_size())
 
     def on_message(self, w: _Worker) -> None:
         try:
@@ -208,91 +321,130 @@ class _Supervisor:
         except (EOFError, OSError):
             self.on_death(w)
             return
-        if msg[0] == "ready":
+        if isinstance(msg, tuple) and msg[0] == "ready":
             w.ready = True
+            w.baseline = self.witness.baseline(w.proc.pid)
             return
-        tid = w.tid
-        w.tid = None
-        if msg[0] == "err":
-            self.fail(tid, "worker_error", f"job raised {msg[2]}")
-            return
-        result = msg[2]
-        try:
-            if self.on_result is not None:
-                self.on_result(self.report.fates[tid].item, result)
-        except Exception as e:
-            self.fail(tid, "callback_error", f"on_result raised {type(e).__name__}: {e}")
-            return
-        finally:
-            del result, msg  # drop the result now: memory must not grow with the task count
-        self.report.fates[tid].fate = Fate.DONE
-        self.report.completed += 1
+        self.on_answers(w, msg)
 
     def on_death(self, w: _Worker) -> None:
         w.proc.join(1)  # the sentinel (or EOF) says it is gone; join only reaps it
-        tid = w.tid
+        try:  # answers it sent before dying were delivered: take them first
+            while w.conn.poll():
+                msg = w.conn.recv()
+                if isinstance(msg, list):
+                    self.on_answers(w, msg)
+        except (EOFError, OSError):
+            pass
         if not w.ready:
             self.retire(w)
-            raise RunFailed(f"worker_died: a worker could not start ({describe_exit(w.proc.exitcode, None, None)}"
-                            "); can it import and unpickle the job? Its stderr says why.",
-                            kind="worker_died", exitcode=w.proc.exitcode, report=self.report)
-        message = describe_exit(w.proc.exitcode, w.oom_before, _vmstat_oom_kills())
-        if tid is None and self.on_error == "continue":
+            raise RunFailed(f"worker_died: a worker could not start ({describe_exit(w.proc.exitcode)}); can it "
+                            "import and unpickle the job? Its stderr says why.", kind="worker_died",
+                            exitcode=w.proc.exitcode, report=self.report)
+        running = _worker.read(w.slot)
+        culprit = running[0] if running is not None and running[0] in w.queued else None
+        self.requeue_innocent(w, culprit)
+        message = describe_exit(w.proc.exitcode)
+        if w.proc.exitcode == -signal.SIGKILL and w.baseline is not None:
+            message += ": " + self.witness.verdict(w.proc.pid, w.baseline)
+        self.retire(w)
+        if culprit is None:
             self.report.notes.append(f"idle worker pid {w.proc.pid} died: {message}")
         else:
-            self.fail(tid, "worker_died", message, w.proc.exitcode)  # raises when aborting
-        self.replace(w)
+            self.fail(culprit, "worker_died", message, w.proc.exitcode)  # raises when aborting
+        self.spawn()
+        self.report.notes.append(f"replaced worker pid {w.proc.pid} ({message})")
+
+    def requeue_innocent(self, w: _Worker, culprit: int | None) -> None:
+        """Tasks a dead or stopped worker held but was not running go back to the front, in their order."""
+        innocent = [p for p in w.queued if p != culprit]
+        self.retry.extendleft(reversed(innocent))
+        w.queued.clear()
+        w.queued_bytes = 0
+        w.sizes.clear()
 
     def check_deadlines(self, now: float) -> None:
-        if self.timeout is not None and now >= self.clock.start + self.timeout:
-            raise RunFailed(f"timeout: the run exceeded its timeout of {self.timeout} s "
-                            f"({len(self.busy())} task(s) running, {len(self.pending)} waiting)",
+        if self.opt.timeout is not None and now >= self.clock.start + self.opt.timeout:
+            running = sum(1 for w in self.workers if w.queued)
+            raise RunFailed(f"timeout: the run exceeded its timeout of {self.opt.timeout} s "
+                            f"({running} worker(s) busy, {self.in_flight()} item(s) unfinished)",
                             kind="timeout", report=self.report)
-        if self.task_timeout is None:
+        if self.opt.task_timeout is None:
             return
-        for w in self.busy():
-            if now >= w.started + self.task_timeout:
-                tid = w.tid
-                w.tid = None
-                self.fail(tid, "task_timeout", f"task exceeded its task_timeout of {self.task_timeout} s")
-                self.replace(w)  # reached only when the run goes on (continue mode or a retry)
+        for w in list(self.workers):
+            running = _worker.read(w.slot) if w.queued else None
+            if running is None or running[0] not in w.queued or now < running[1] + self.opt.task_timeout:
+                continue
+            culprit = running[0]
+            self.requeue_innocent(w, culprit)
+            self.fail(culprit, "task_timeout", f"task exceeded its task_timeout of {self.opt.task_timeout} s")
+            self.stop_later(w)  # reached only when the run goes on (continue mode or a retry)
+            self.spawn()
 
-    def next_deadline(self) -> float | None:
-        deadlines = [w.started + self.task_timeout for w in self.busy()] if self.task_timeout else []
-        if self.timeout is not None:
-            deadlines.append(self.clock.start + self.timeout)
+    def next_deadline(self, now: float) -> float | None:
+        deadlines = [kill_at for _, kill_at in self.stopping]
+        if self.opt.timeout is not None:
+            deadlines.append(self.clock.start + self.opt.timeout)
+        if self.opt.task_timeout is not None:
+            for w in self.workers:
+                if w.queued:
+                    running = _worker.read(w.slot)
+                    # between tasks, the next one starts no sooner than now
+                    deadlines.append((running[1] if running else now) + self.opt.task_timeout)
         return min(deadlines) if deadlines else None
 
-    # -- the loop -------------------------------------------------------------------------------
+    # -- the loop --------------------------------------------------------------------------------
     def loop(self) -> None:
-        for _ in range(self.n_workers):
+        for _ in range(self.opt.workers):
             self.spawn()
+        self.source.start()
         while True:
-            self.pull()
+            self.source.clear_wakeups()  # before taking items: a wake-up written after this is for new ones
+            if self.source.error is not None:
+                raise self.source.error  # the caller's own exception, unchanged
             self.dispatch()
-            if self.exhausted and not self.pending and not self.busy():
+            if self.source.idle_and_done and not self.retry and self.in_flight() == 0:
                 break
-            deadline = self.next_deadline()
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            by_fd: dict[Any, _Worker] = {}
+            now = time.monotonic()
+            deadline = self.next_deadline(now)
+            timeout = None if deadline is None else max(0.0, deadline - now)
+            by_fd: dict[Any, Any] = {self.source.wake_r: None}
             for w in self.workers:
                 by_fd[w.conn] = w
                 by_fd[w.proc.sentinel] = w
+            for proc, _ in self.stopping:
+                by_fd[proc.sentinel] = proc
             ready = wait(list(by_fd), timeout)
-            # Messages first: a worker that sent its result and then died still delivered it.
+            # Messages first: a worker that sent its answers and then died still delivered them.
             for obj in ready:
                 w = by_fd[obj]
                 if isinstance(obj, Connection) and w in self.workers:
                     self.on_message(w)
             for obj in ready:
                 w = by_fd[obj]
-                if not isinstance(obj, Connection) and w in self.workers and not w.conn.poll():
+                if isinstance(w, _Worker) and not isinstance(obj, Connection) and w in self.workers:
                     self.on_death(w)
-            self.check_deadlines(time.monotonic())
+            now = time.monotonic()
+            self.reap_stopping(now)
+            self.check_deadlines(now)
         if self.failures:
             first = self.failures[0]
-            raise RunFailed(f"{len(self.failures)} item(s) failed (on_error='continue'); first: {first}",
-                            kind=first.kind, item=first.item, exitcode=first.exitcode, report=self.report)
+            error = RunFailed(f"{len(self.failures)} item(s) failed (on_error='continue'); first: {first}",
+                              kind=first.kind, item=first.item, exitcode=first.exitcode, report=self.report)
+            raise error from first.__cause__
+
+
+def _check_options(o: Options) -> None:
+    if o.on_error not in ("abort", "continue"):
+        raise ValueError(f"{NAME}: on_error must be 'abort' or 'continue', got {o.on_error!r}")
+    if isinstance(o.retries, bool) or not isinstance(o.retries, int) or o.retries < 0:
+        raise ValueError(f"{NAME}: retries must be an int >= 0, got {o.retries!r}")
+    if o.max_in_flight is not None and (isinstance(o.max_in_flight, bool) or not isinstance(o.max_in_flight, int)
+                                        or o.max_in_flight < 1):
+        raise ValueError(f"{NAME}: max_in_flight must be None or an int >= 1, got {o.max_in_flight!r}")
+    if isinstance(o.grace, bool) or not isinstance(o.grace, int | float) or not math.isfinite(o.grace) \
+            or o.grace < 0:
+        raise ValueError(f"{NAME}: grace must be a finite number of seconds >= 0, got {o.grace!r}")
 
 
 def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
@@ -304,27 +456,31 @@ def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
     - ``on_error``: "abort" (stop at the first fault, the article's semantics) or "continue" (record
       the failure, replace a dead or hung worker, go on; ``RunFailed`` at the end if anything failed).
     - ``retries``: how many times a failed item (worker error, death, task timeout) is run again.
-    - ``max_in_flight``: items pulled from ``items`` and not yet finished (default ``2 * workers``).
-    - ``grace``: seconds between SIGTERM and SIGKILL when stopping workers.
+    - ``max_in_flight``: at most this many items pulled from ``items`` and not yet finished. Default
+      ``None``: two batches per worker, the batch sized from the measured task duration and item size
+      (1 for large or slow items, up to 256 for tiny ones).
+    - ``grace``: seconds between SIGTERM and SIGKILL when stopping workers (finite, >= 0).
+
+    Every exception that leaves ``run()`` carries the report as ``.report``; ``report.remaining()``
+    yields exactly what is left to do.
     """
     check_arguments(NAME, job, items, workers, on_result, timeout, task_timeout)
-    if on_error not in ("abort", "continue"):
-        raise ValueError(f"{NAME}: on_error must be 'abort' or 'continue', got {on_error!r}")
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ValueError(f"{NAME}: retries must be an int >= 0, got {retries!r}")
-    max_in_flight = 2 * workers if max_in_flight is None else max_in_flight
-    if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
-        raise ValueError(f"{NAME}: max_in_flight must be an int >= 1, got {max_in_flight!r}")
-    if not isinstance(grace, int | float) or not grace >= 0:
-        raise ValueError(f"{NAME}: grace must be a number of seconds >= 0, got {grace!r}")
-    sup = _Supervisor(job, items, workers, on_result, timeout, task_timeout, on_error, retries,
-                      max_in_flight, grace)
+    options = Options(workers=workers, on_result=on_result, timeout=timeout, task_timeout=task_timeout,
+                      on_error=on_error, retries=retries, max_in_flight=max_in_flight, grace=grace)
+    _check_options(options)
+    sup = _Supervisor(job, items, options)
     orderly = False
     try:
         sup.loop()
         orderly = True
+    except BaseException as e:
+        attach_report(e, sup.report)  # the items' own error and Ctrl-C carry it too
+        raise
     finally:
         # One stop for every exit path: RunFailed, an exception from items or on_result, Ctrl-C.
-        sup.stop_all(orderly)
-        sup.report.elapsed = sup.clock.elapsed()
+        try:
+            sup.stop_all(orderly)
+        finally:
+            sup.report.set_rest(sup.source.stop())
+            sup.report.elapsed = sup.clock.elapsed()
     return sup.report

@@ -1,0 +1,117 @@
+"""The supervisor's item reader: ``items`` is read on a thread of its own, a bounded distance ahead.
+
+A caller's ``items`` may block (a paginated API, a database cursor): read on the supervisor's loop, a
+worker that dies meanwhile would be noticed only when the generator next yields. Here the loop never
+calls ``next(items)``: this thread does, keeps at most ``capacity`` items read ahead, and writes one byte
+to a pipe the loop waits on whenever it has something new to say (an item after none, the end, an error).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from ..contract import _Rest
+
+# How long run() waits for this thread when it ends. The thread exits at once when it is waiting for
+# room or the loop, but not while it is inside the caller's next(items) (Python cannot interrupt that);
+# it then exits when that call returns, and 0.5 s keeps run() from waiting on a slow source.
+JOIN_LIMIT = 0.5
+
+
+class Source:
+    def __init__(self, items: Iterable[Any], capacity: int) -> None:
+        self.iterator = iter(items)  # TypeError for a non-iterable raises here, in the caller's thread
+        self.capacity = capacity
+        self.buffer: deque[Any] = deque()  # read ahead, not yet taken by the loop
+        self.cond = threading.Condition()
+        self.next_lock = threading.Lock()  # held around next(): see contract._Rest
+        self.exhausted = False
+        self.error: BaseException | None = None  # what next(items) raised: re-raised by the loop, unchanged
+        self.stopped = False
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)
+        os.set_blocking(self.wake_r, False)
+        self.thread = threading.Thread(target=self._read, daemon=True, name="supervisor-items")
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _read(self) -> None:
+        while True:
+            with self.cond:
+                while len(self.buffer) >= self.capacity and not self.stopped:
+                    self.cond.wait()  # take() and stop() notify; no limit needed: both always come
+                if self.stopped:
+                    return
+            with self.next_lock:  # held until the item is in the buffer: _Rest never sees it half-taken
+                if self.stopped:
+                    return
+                try:
+                    item = next(self.iterator)
+                except StopIteration:
+                    end = "exhausted"
+                except BaseException as e:  # noqa: BLE001  (the caller's error, handed to the loop as is)
+                    item, end = e, "error"
+                else:
+                    end = ""
+                with self.cond:
+                    if end == "exhausted":
+                        self.exhausted = True
+                    elif end == "error":
+                        self.error = item
+                    else:
+                        self.buffer.append(item)
+                    told = len(self.buffer) > 1 and not end  # the loop was woken when it stopped being empty
+            if not told:
+                self._wake()
+            if end:
+                return
+
+    def _wake(self) -> None:
+        try:
+            os.write(self.wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full of unread wake-ups, or closed at stop: the loop is already awake or gone
+
+    def take(self, n: int) -> list[Any]:
+        """Up to ``n`` items read ahead (possibly none)."""
+        with self.cond:
+            out = [self.buffer.popleft() for _ in range(min(n, len(self.buffer)))]
+            if out:
+                self.cond.notify()
+        return out
+
+    def clear_wakeups(self) -> None:
+        try:
+            while os.read(self.wake_r, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def set_capacity(self, capacity: int) -> None:
+        with self.cond:
+            if capacity != self.capacity:
+                self.capacity = capacity
+                self.cond.notify()
+
+    @property
+    def idle_and_done(self) -> bool:
+        """Nothing read ahead and nothing more will come."""
+        return not self.buffer and (self.exhausted or self.error is not None)
+
+    def stop(self) -> _Rest:
+        """Stop reading; what was read ahead and the rest of the iterator stay reachable (``report.remaining``)."""
+        with self.cond:
+            self.stopped = True
+            self.cond.notify_all()
+        self.thread.join(JOIN_LIMIT)
+        for fd in (self.wake_r, self.wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        return _Rest(self.iterator, self.buffer, self.next_lock)
