@@ -147,18 +147,20 @@ def run_scenario(variant: str, *, job: dict[str, Any] | None = None, items: int 
                  watchdog: float = 30.0, fault_clock: str = "event",
                  kill_worker_on_item: Any = None, kill_runner_after_starts: int | None = None,
                  sigint_after_starts: int | None = None, orphan_watch: float = LEFTOVER_GRACE,
-                 sample_memory: bool = False, python: str | None = None) -> Outcome:
+                 sample_memory: bool = False, python: str | None = None,
+                 items_spec: dict[str, Any] | None = None) -> Outcome:
     """Run ``variant`` on one scenario in a fresh runner process and observe it from outside.
 
     ``fault_clock`` says when the fault happened: "event" (the first fault stamped by a job, the items
     iterator or on_result, or the harness's own kill), "deadline" (start + timeout), or "task_deadline"
-    (the hang's stamp + task_timeout).
+    (the hang's stamp + task_timeout). ``items_spec`` adds to the items' description (see
+    ``jobs.RaisingItems``: a special item at an index, a source that blocks).
     """
     run_kwargs = dict(run_kwargs or {})
     watchdog += STARTUP_ALLOWANCE.get(variant, 0.0)
     with tempfile.TemporaryDirectory(prefix="lab-", ignore_cleanup_errors=True) as tmp:
         events = os.path.join(tmp, "events.jsonl")
-        spec = {"variant": variant, "job": job or {}, "items": {"count": items, "raise_at": items_raise_at},
+        spec = {"variant": variant, "job": job or {}, "items": {"count": items, "raise_at": items_raise_at, **(items_spec or {})},
                 "on_result": on_result or {}, "run_kwargs": run_kwargs, "events": events,
                 "resume_items": resume_items}
         stderr_path = os.path.join(tmp, "stderr.txt")
