@@ -160,7 +160,8 @@ def run_scenario(variant: str, *, job: dict[str, Any] | None = None, items: int 
     watchdog += STARTUP_ALLOWANCE.get(variant, 0.0)
     with tempfile.TemporaryDirectory(prefix="lab-", ignore_cleanup_errors=True) as tmp:
         events = os.path.join(tmp, "events.jsonl")
-        spec = {"variant": variant, "job": job or {}, "items": {"count": items, "raise_at": items_raise_at, **(items_spec or {})},
+        items_all = {"count": items, "raise_at": items_raise_at, **(items_spec or {})}
+        spec = {"variant": variant, "job": job or {}, "items": items_all,
                 "on_result": on_result or {}, "run_kwargs": run_kwargs, "events": events,
                 "resume_items": resume_items}
         stderr_path = os.path.join(tmp, "stderr.txt")

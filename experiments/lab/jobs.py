@@ -138,8 +138,59 @@ class ExitAt(Workload):
         os._exit(1)
 
 
+@dataclass(frozen=True, kw_only=True)
+class ReturnsAt(Workload):
+    """Return a serialization fault (``returns``: a ``pickling.INJECTORS`` name) at the item instead of a list."""
+
+    returns: str = "ErrorAtPickle"
+
+    def __call__(self, item: Any) -> Any:
+        result = super().__call__(item)
+        if self.at == EVERY or item == self.at:
+            from . import pickling
+
+            return pickling.make(self.returns, item, self.events)
+        return result
+
+
+@dataclass(frozen=True, kw_only=True)
+class RaiseUnpicklableAt(Workload):
+    """Raise an exception that cannot be pickled at the item."""
+
+    def misbehave(self, item: Any) -> None:
+        from .pickling import UnpicklableError
+
+        stamp(self.events, "fault", item)
+        raise UnpicklableError(item)
+
+
+BYSTANDER = """
+import sys
+from experiments.lab import cgroup
+cgroup.enter_limited_cgroup(32 << 20)
+hog = [b"x" * (8 << 20) for _ in range(32)]
+"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class KillSelfAfterOtherOomAt(Workload):
+    """At the item: another process is OOM-killed by the kernel, then this worker is SIGKILLed (kill -9).
+
+    The death looks like an OOM kill to anyone who only watches the machine-wide OOM counter.
+    """
+
+    def misbehave(self, item: Any) -> None:
+        import subprocess
+        import sys
+
+        other = subprocess.run([sys.executable, "-c", BYSTANDER], timeout=30, capture_output=True)
+        stamp(self.events, "fault", item, bystander_exit=other.returncode)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 JOBS = {cls.__name__: cls for cls in (Workload, RaiseAt, SleepAt, HangAt, HangIgnoringTermAt, KillSelfAt,
-                                      OomAt, SegfaultAt, ExitAt)}
+                                      OomAt, SegfaultAt, ExitAt, ReturnsAt, RaiseUnpicklableAt,
+                                      KillSelfAfterOtherOomAt)}
 
 
 def make_job(spec: dict[str, Any]) -> Any:
@@ -156,14 +207,47 @@ def make_job(spec: dict[str, Any]) -> Any:
 
 
 class RaisingItems:
-    """An ``items`` iterable that raises at index ``raise_at``: an exception in the main process."""
+    """The ``items`` iterable of every run: ``0 .. count-1``, misbehaving on cue.
 
-    def __init__(self, count: int, raise_at: int | None = None, events: str | None = None) -> None:
+    - ``raise_at``: raise at that index (an exception in the main process);
+    - ``special_at`` / ``special``: at that index yield a serialization fault (``pickling.INJECTORS``)
+      instead of the plain int;
+    - ``slow_from`` / ``slow_seconds``: from that index on, each item takes that long to come (a
+      paginated API, a database cursor): the source blocks while workers run;
+    - ``payload_bytes``: every item carries that many bytes (a large request), still equal to its int.
+    """
+
+    def __init__(self, count: int, raise_at: int | None = None, events: str | None = None, *,
+                 special_at: int | None = None, special: str | None = None, slow_from: int | None = None,
+                 slow_seconds: float = 0.0, payload_bytes: int = 0) -> None:
         self.count, self.raise_at, self.events = count, raise_at, events
+        self.special_at, self.special = special_at, special
+        self.slow_from, self.slow_seconds, self.payload_bytes = slow_from, slow_seconds, payload_bytes
 
     def __iter__(self):
+        from . import pickling
+
         for i in range(self.count):
+            if self.slow_from is not None and i >= self.slow_from:
+                time.sleep(self.slow_seconds)  # the source itself is slow: this is the fault's setting
             if i == self.raise_at:
                 stamp(self.events, "fault", i, where="items")
                 raise RuntimeError(f"items iterator failed at index {i} (an exception in the main process)")
-            yield i
+            if i == self.special_at:
+                yield pickling.make(self.special, i, self.events)
+            elif self.payload_bytes:
+                yield Payload(i, self.payload_bytes)
+            else:
+                yield i
+
+
+class Payload(int):
+    """An item carrying ``size`` bytes (a large request); equal to its int, logged as it."""
+
+    def __new__(cls, value: int, size: int, data: bytes | None = None) -> Payload:
+        self = super().__new__(cls, value)
+        self.data = data if data is not None else os.urandom(size)  # random: no allocator or pickle shortcut
+        return self
+
+    def __reduce__(self):
+        return Payload, (int(self), len(self.data), self.data)

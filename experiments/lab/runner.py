@@ -70,7 +70,9 @@ def main(spec: dict[str, Any]) -> None:
     variant = VARIANTS[spec["variant"]]
     job = jobs.make_job({**spec.get("job", {}), "events": events})
     items_spec = spec.get("items", {})
-    items = jobs.RaisingItems(items_spec.get("count", 100), items_spec.get("raise_at"), events)
+    extra = {k: items_spec[k] for k in ("special_at", "special", "slow_from", "slow_seconds", "payload_bytes")
+             if k in items_spec}
+    items = jobs.RaisingItems(items_spec.get("count", 100), items_spec.get("raise_at"), events, **extra)
     cb = spec.get("on_result", {})
     calls: dict[Any, int] = {}
     callback_fault: dict[str, float] = {}
@@ -111,8 +113,10 @@ def main(spec: dict[str, Any]) -> None:
         report = getattr(e, "report", None)
     out["report"] = report.to_dict() if report is not None else None
     if report is not None and report.fates is not None:
-        # What is left, as a caller resumes it: the unfinished items, then the ones never pulled.
-        out["unfinished"] = [_jsonable(i) for i in report.remaining()]
+        # What is left, as a caller resumes it: the unfinished items, then the ones never pulled (not
+        # drained from a slow source: that would time the source, not the variant).
+        left = report.unfinished() if items_spec.get("slow_from") is not None else report.remaining()
+        out["unfinished"] = [_jsonable(i) for i in left]
         # A report keeps only what is unfinished; what is done is what on_result saw (it counts itself last).
         out["done_items"] = sorted(calls) if len(calls) <= 2000 else None
     out["callback_calls"] = len(calls)
