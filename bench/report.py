@@ -25,15 +25,22 @@ FAULT_ORDER = ["worker_raises", "worker_raises_every", "worker_killed", "worker_
                "worker_crash_SegfaultAt", "worker_crash_ExitAt", "worker_oom", "callback_raises", "run_timeout",
                "hang_with_timeout", "hang_no_timeout", "task_timeout", "hang_ignoring_sigterm", "main_raises",
                "main_killed", "ctrl_c", "many_tiny_tasks"]
+# The latency charts: one panel per fault, the three places a fault starts (the job, the worker process,
+# the main process's callback). The OOM kill takes the SIGKILL path and timeouts are deadlines, both
+# measured at 4 workers in the matrix.
 LATENCY_FAULTS = {
-    "worker_raises": "worker raises",
-    "worker_killed": "worker SIGKILLed",
-    "worker_oom": "worker OOM-killed (kernel)",
-    "callback_raises": "callback raises",
-    "task_timeout": "task hangs (task_timeout=1 s)",
-    "run_timeout": "whole-run timeout: overshoot",
+    "worker_raises": "a worker raises",
+    "worker_killed": "a worker is SIGKILLed",
+    "callback_raises": "the result callback raises",
 }
-PAYLOAD_FAULTS = {"worker_killed": "worker SIGKILLed", "callback_raises": "callback raises"}
+PAYLOAD_FAULTS = {"worker_killed": "a worker is SIGKILLed", "callback_raises": "the result callback raises"}
+# Matrix rows in words; a scenario not listed here keeps the title it was measured with.
+PLAIN_TITLES = {
+    "worker_crash_KillSelfAt": "a worker dies by itself: SIGKILL (as the OOM killer sends)",
+    "worker_crash_SegfaultAt": "a worker dies by itself: segfault (a crash in C code)",
+    "worker_crash_ExitAt": "a worker dies by itself: os._exit(1) (a library that exits)",
+}
+SKIPPED = ("not_installed", "not_supported", "not_run")
 
 
 def color(variant: str) -> str:
@@ -66,8 +73,10 @@ def cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
     kinds = sorted({str(r.get("kind") or r.get("exc_type")) for r in runs if r["status"] == "raised"})
     if statuses == ["raised"]:
         outcome = "raised " + "/".join(kinds)
+    elif statuses == ["returned"] and all(recovered(r) for r in runs):
+        outcome = "recovered: task re-ran"
     elif len(statuses) == 1:
-        outcome = {"hung": "HANGS", "parent_killed": "parent killed", "returned": "returned (not detected)",
+        outcome = {"hung": "HANGS", "parent_killed": "parent killed", "returned": "returned, fault not reported",
                    "not_supported": "not supported", "not_run": "not run",
                    "not_installed": "not installed"}.get(statuses[0], statuses[0])
     else:
@@ -77,10 +86,18 @@ def cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
     exitcode = sorted({r.get("exitcode") for r in runs if r.get("exitcode") is not None})
     left = max((r.get("left_running") or 0) for r in runs)
     orph = med([r.get("orphans_exit") for r in runs])
+    accounted = [r.get("items_accounted") for r in runs]
     return {"outcome": outcome, "detect": det, "culprit": culprit, "exitcode": exitcode, "left": left,
-            "accounted": all(r.get("items_accounted") for r in runs), "orphans_exit": orph,
-            "lingered": any(r.get("lingered") for r in runs), "n": len(runs),
+            "accounted": (False if False in accounted else True if all(a is True for a in accounted)
+                          else None if all(a is None for a in accounted) else "partly"),
+            "orphans_exit": orph, "lingered": any(r.get("lingered") for r in runs), "n": len(runs),
+            "measured": sum(r.get("hung_proven_at_rep") is None for r in runs),
             "exit": med([r.get("exit") for r in runs])}
+
+
+def recovered(r: dict[str, Any]) -> bool:
+    """run() returned after the fault with every item done: the design re-ran the lost task itself."""
+    return r["status"] == "returned" and r.get("completed") is not None and r.get("completed") == r.get("items")
 
 
 def matrix_cells(raw: dict[str, Any]) -> tuple[list[str], list[str], dict[tuple[str, str], dict[str, Any]]]:
@@ -89,8 +106,8 @@ def matrix_cells(raw: dict[str, Any]) -> tuple[list[str], list[str], dict[tuple[
     titles: dict[str, str] = {}
     for r in runs:
         groups[(r["scenario"], r["variant"])].append(r)
-        if r.get("title") or r["scenario"] not in titles:  # a "not run" record carries no title
-            titles[r["scenario"]] = r.get("title") or r["scenario"]
+        if r.get("title") or r["scenario"] not in titles:  # a "not run" record may carry no title
+            titles[r["scenario"]] = PLAIN_TITLES.get(r["scenario"]) or r.get("title") or r["scenario"]
     faults = [f for f in FAULT_ORDER if f in titles] + sorted(set(titles) - set(FAULT_ORDER))
     variants = [v for v in VARIANTS if any(k[1] == v for k in groups)]
     return faults, variants, {k: cell(v) for k, v in groups.items()} | {("_title", f): titles[f] for f in titles}
@@ -98,7 +115,7 @@ def matrix_cells(raw: dict[str, Any]) -> tuple[list[str], list[str], dict[tuple[
 
 def short(c: dict[str, Any]) -> str:
     text = c["outcome"]
-    if c["detect"] is not None:
+    if c["detect"] is not None and c["outcome"].startswith("raised"):
         text += f" in {ms(c['detect'][0])}"
     if c["lingered"]:
         text += ", process never exits"
@@ -124,7 +141,9 @@ def matrix_markdown(raw: dict[str, Any], compact: bool) -> str:
             row = [short(cells[(f, v)]) if (f, v) in cells else "—" for v in variants]
             lines.append(f"| {cells[('_title', f)]} | " + " | ".join(row) + " |")
         return "\n".join(lines) + "\n"
-    lines = ["| fault | variant | outcome | detection median [min–max] | culprit named | exit code | "
+    lines = ["Items accounted: every item is either done (its callback returned, once) or in the report's list "
+             "of what is left, never both; n/a: the design keeps no per-item account, or run() never came back.\n",
+             "| fault | variant | outcome | detection median [min–max] | culprit named | exit code | "
              "left running | orphans gone after | items accounted | runs |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for f in faults:
@@ -137,123 +156,183 @@ def matrix_markdown(raw: dict[str, Any], compact: bool) -> str:
             culprit = {True: "yes", False: "no", None: "n/a"}[c["culprit"]]
             orph = ms(c["orphans_exit"][0]) if c["orphans_exit"] else ("never (within watch)"
                                                                        if c["outcome"] == "parent killed" else "—")
+            accounted = {True: "yes", False: "NO", None: "n/a", "partly": "partly"}[c["accounted"]]
+            runs_text = str(c["n"]) if c["measured"] == c["n"] else f"{c['n']} ({c['measured']} run; a hang is proven once)"
             lines.append(f"| {cells[('_title', f)]} | `{v}` | {c['outcome']}{' (lingers)' if c['lingered'] else ''} "
                          f"| {det} | {culprit} | {', '.join(map(str, c['exitcode'])) or '—'} | {c['left']} | {orph} "
-                         f"| {'yes' if c['accounted'] else 'no'} | {c['n']} |")
+                         f"| {accounted} | {runs_text} |")
     return "\n".join(lines) + "\n"
 
 
 # -- charts ------------------------------------------------------------------------------------------
-def _latency_panel(ax, runs: list[dict[str, Any]], x_key: str, title: str) -> None:
+def _dodge(x: float, k: int, count: int, base: float) -> float:
+    """Shift design k's marker sideways on a log axis (7% of the tick spacing per design), so
+    designs at the same point sit side by side instead of one behind the other."""
+    return x * base ** (0.07 * (k - (count - 1) / 2))
+
+
+def skipped_notes(runs: list[dict[str, Any]]) -> list[str]:
+    """One footnote per design and reason for points that were not measured (package missing, not supported,
+    over a budget): a line that stops, or a design that is absent, says why under the chart."""
+    xs: dict[tuple[str, str], set[Any]] = defaultdict(set)
+    why: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for r in runs:
+        if r["status"] in SKIPPED:
+            key = (r["variant"], r["status"])
+            xs[key].add(r.get("workers") if r.get("sweep") == "latency_workers" else r.get("n"))
+            if r.get("message") and r["message"] not in why[key]:
+                why[key].append(r["message"])
+    out = []
+    for (v, status), points in xs.items():
+        what = {"not_installed": "not installed", "not_supported": "not supported (refuses task_timeout)",
+                "not_run": "not run"}[status]
+        where = "" if status == "not_installed" else " at " + ", ".join(f"{x:,}" for x in sorted(points - {None}))
+        reasons = why[(v, status)]
+        because = "" if not reasons or status == "not_supported" else \
+            f" ({reasons[0]})" if len(reasons) == 1 else f" (e.g. {reasons[0]})"
+        out.append(f"{v}{where}: {what}{because}"[:180])
+    return out
+
+
+NOTE_IN = 0.15  # inches per footnote line (7 pt text)
+
+
+def _footnotes(fig, notes: list[str], bottom: float = 0.0) -> None:
+    """Footnotes under everything else, one line each."""
+    if notes:
+        fig.text(0.01, 0.01, "\n".join(notes), fontsize=7, va="bottom")
+
+
+def _latency_panel(ax, runs: list[dict[str, Any]], x_key: str, title: str, top: float) -> None:
+    """Median detection (min–max bars) per design; a design that never noticed is an ✕ in the band above
+    `top` (drawn at the watchdog's cut), one that recovered by itself is a hollow square."""
     by_v: dict[str, dict[int, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for r in runs:
-        by_v[r["variant"]][r[x_key]].append(r)
-    unsupported = []
-    for v in [v for v in VARIANTS if v in by_v]:
-        pts = by_v[v]
-        xs, ys, lo, hi, hung_x, hung_y = [], [], [], [], [], []
-        for x in sorted(pts):
-            rs = pts[x]
-            if all(r["status"] in ("not_supported", "not_installed") for r in rs):
-                unsupported.append(v)
-                break
+        if r["status"] not in SKIPPED:
+            by_v[r["variant"]][r[x_key]].append(r)
+    shown = [v for v in VARIANTS if v in by_v]
+    base = 10 if x_key == "n" else 2
+    for k, v in enumerate(shown):
+        xs, ys, lo, hi, hung_x, rec_x, rec_y = [], [], [], [], [], [], []
+        for x in sorted(by_v[v]):
+            rs = by_v[v][x]
             det = med([r.get("detect") for r in rs if r["status"] == "raised"])
             if det:
-                xs.append(x)
+                xs.append(_dodge(x, k, len(shown), base))
                 ys.append(det[0])
                 lo.append(det[0] - det[1])
                 hi.append(det[2] - det[0])
-            if any(r["status"] in ("hung", "returned") for r in rs):
-                hung_x.append(x)
-                hung_y.append(max(r.get("watchdog") or 1 for r in rs))
+            if any(r["status"] == "hung" or (r["status"] == "returned" and not recovered(r)) for r in rs):
+                hung_x.append(_dodge(x, k, len(shown), base))
+            back = med([r.get("detect") for r in rs if recovered(r)])
+            if back:
+                rec_x.append(_dodge(x, k, len(shown), base))
+                rec_y.append(back[0])
         if xs:
-            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", ms=4, capsize=3, color=color(v), label=v)
+            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", ms=4, capsize=2, lw=1.2, color=color(v), label=v)
         if hung_x:
-            ax.scatter(hung_x, hung_y, marker="^", s=60, color=color(v), edgecolors="black",
-                       label=f"{v}: never detected (watchdog)" if not xs else None, zorder=5)
+            ax.scatter(hung_x, [top * 2.0] * len(hung_x), marker="X", s=55, color=color(v), edgecolors="black",
+                       linewidths=0.5, zorder=5, label=None if xs else v)
+        if rec_x:
+            ax.scatter(rec_x, rec_y, marker="s", s=40, facecolors="white", edgecolors=color(v), linewidths=1.5,
+                       zorder=5, label=None if xs or hung_x else v)
+    ax.axhspan(top * 1.4, top * 6, color="0.92", zorder=0)
+    ax.text(0.5, top * 4.2, "never noticed (cut at the watchdog)", transform=ax.get_yaxis_transform(), fontsize=7,
+            va="center", ha="center", color="0.3")
     ax.set_title(title, fontsize=10)
     ax.set_yscale("log")
+    ax.set_ylim(top=top * 6)
     ax.set_xscale("log", base=10 if x_key == "n" else 2)
     ax.grid(True, which="both", alpha=0.3)
-    if unsupported:
-        ax.text(0.02, 0.02, "not supported: " + ", ".join(sorted(set(unsupported))), transform=ax.transAxes,
-                fontsize=7, va="bottom")
+
+
+def _marker_legend() -> list[Any]:
+    from matplotlib.lines import Line2D
+
+    return [Line2D([], [], marker="o", color="0.3", lw=1.2, label="run() raised: median, bar = min–max"),
+            Line2D([], [], marker="X", color="0.3", markeredgecolor="black", lw=0, ms=8,
+                   label="never noticed: the run hung until the watchdog"),
+            Line2D([], [], marker="s", color="0.3", markerfacecolor="white", lw=0, ms=7,
+                   label="recovered: task re-ran, run() returned (time to return)")]
+
+
+def _latency_chart(runs: list[dict[str, Any]], faults: dict[str, str], x_key: str, xlabel: str, title: str,
+                   path: Path) -> str | None:
+    panels = [f for f in faults if any(r["scenario"] == f for r in runs)]
+    if not panels:
+        return None
+    measured = [r.get("detect") for r in runs if r["status"] in ("raised", "returned") and r.get("detect")]
+    top = max(measured, default=1.0)
+    notes = skipped_notes(runs)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6 + NOTE_IN * len(notes)), squeeze=False,
+                             sharey=True)
+    for ax, f in zip(axes.flat, panels, strict=True):
+        _latency_panel(ax, [r for r in runs if r["scenario"] == f], x_key, faults[f], top)
+        ax.set_xlabel(xlabel)
+    axes.flat[0].set_ylabel("fault → run() raises (s, log)")
+    _legend(fig, axes, extra=_marker_legend(), notes=len(notes))
+    _footnotes(fig, notes)
+    fig.suptitle(title)
+    return _save(fig, path)
 
 
 def chart_latency_workers(raw: dict[str, Any], out: Path) -> str | None:
-    runs = [r for r in raw.get("latency_workers", {}).get("runs", [])]
+    runs = [r for r in raw.get("latency_workers", {}).get("runs", []) if r["scenario"] in LATENCY_FAULTS]
     runs += [r for r in raw.get("matrix", {}).get("runs", []) if r["scenario"] in LATENCY_FAULTS]
-    faults = [f for f in LATENCY_FAULTS if any(r["scenario"] == f for r in runs)]
-    if not faults:
-        return None
-    cols = 3 if len(faults) > 2 else len(faults)
-    rows = (len(faults) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
-    for ax, f in zip(axes.flat, faults, strict=False):
-        _latency_panel(ax, [r for r in runs if r["scenario"] == f], "workers", LATENCY_FAULTS[f])
-        ax.set_xlabel("workers")
-        ax.set_ylabel("fault → run() raises (s)")
-    for ax in list(axes.flat)[len(faults):]:
-        ax.axis("off")
-    _legend(fig, axes)
-    fig.suptitle("How long until run() reports the fault? (median, min–max; ▲ = never, cut at the watchdog)")
-    return _save(fig, out / "latency_vs_workers.png")
+    return _latency_chart(runs, LATENCY_FAULTS, "workers", "workers in the pool",
+                          "Does noticing a fault take longer with more workers?", out / "latency_vs_workers.png")
 
 
 def chart_latency_payload(raw: dict[str, Any], out: Path) -> str | None:
     runs = raw.get("latency_payload", {}).get("runs", [])
-    faults = [f for f in PAYLOAD_FAULTS if any(r["scenario"] == f for r in runs)]
-    if not faults:
-        return None
-    fig, axes = plt.subplots(1, len(faults), figsize=(5.5 * len(faults), 4), squeeze=False)
-    for ax, f in zip(axes.flat, faults, strict=False):
-        _latency_panel(ax, [r for r in runs if r["scenario"] == f], "n", PAYLOAD_FAULTS[f])
-        ax.set_xlabel("payload: ints per result")
-        ax.set_ylabel("fault → run() raises (s)")
-    _legend(fig, axes)
-    fig.suptitle("Does a bigger result slow down noticing a fault? (4 workers)")
-    return _save(fig, out / "latency_vs_payload.png")
+    return _latency_chart(runs, PAYLOAD_FAULTS, "n", "result size: ints per result",
+                          "Does a bigger result slow down noticing a fault? (4 workers)", out / "latency_vs_payload.png")
 
 
-def chart_memory(raw: dict[str, Any], out: Path, sweep: str, x_key: str, xlabel: str, title: str) -> str | None:
+def chart_memory(raw: dict[str, Any], out: Path, sweep: str, x_key: str, xlabel: str, title: str,
+                 guides: bool = False) -> str | None:
     runs = raw.get(sweep, {}).get("runs", [])
-    if not runs:
+    measured = [r for r in runs if r.get("peak_rss_mb") and r.get(x_key) is not None]
+    if not measured:
         return None
-    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    notes = skipped_notes(runs)
     by_v: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in runs:
+    for r in measured:
         by_v[r["variant"]].append(r)
-    top = max((r.get("peak_rss_mb") or 0) for r in runs) or 1
-    footnotes = []
-    for v in [v for v in VARIANTS if v in by_v]:
-        pts = sorted((r for r in by_v[v] if r.get("peak_rss_mb")), key=lambda r: r[x_key])
-        if pts:
-            ax.plot([r[x_key] for r in pts], [r["peak_rss_mb"] for r in pts], marker="o", color=color(v), label=v)
-        for r in by_v[v]:
-            if r["status"] == "not_run":  # drawn as ✕ above the data; the reason goes under the chart
-                ax.scatter([r[x_key]], [top * 1.5], marker="x", s=60, color=color(v))
-                footnotes.append(f"✕ {v} at {r[x_key]:,}: not run ({r['message']})")
-            elif r["status"] not in ("returned",):
-                ax.scatter([r[x_key]], [top * 1.5], marker="^", s=60, color=color(v))
-                footnotes.append(f"▲ {v} at {r[x_key]:,}: {r['status']}")
-    if footnotes:
-        fig.text(0.01, 0.01, "\n".join(footnotes), fontsize=6.5, va="bottom")
-        fig.subplots_adjust(bottom=0.14 + 0.035 * len(footnotes))
+    failed = [r for r in runs if r["status"] not in (*SKIPPED, "returned")]
+    notes += [f"{r['variant']} at {r.get(x_key):,}: {r['status']} (no peak drawn)" for r in failed]
+    fig, ax = plt.subplots(figsize=(8, 5.5 + NOTE_IN * len(notes)))
+    shown = [v for v in VARIANTS if v in by_v]
+    for k, v in enumerate(shown):
+        pts = sorted(by_v[v], key=lambda r: r[x_key])
+        ax.plot([_dodge(r[x_key], k, len(shown), 1.5) for r in pts], [r["peak_rss_mb"] for r in pts], marker="o",
+                ms=4, color=color(v), label=v)
+    if guides:  # what holding one result, or every result, costs: a list of n small ints is n pointers
+        xs = sorted({r[x_key] for r in measured})
+        base = min(r["peak_rss_mb"] for r in measured)
+        items = max((r.get("items") or 0) for r in measured)
+        ax.plot(xs, [base + x * 8 / 2**20 for x in xs], ls="--", color="0.5", lw=1, label="baseline + one result")
+        ax.plot(xs, [base + items * x * 8 / 2**20 for x in xs], ls=":", color="0.2", lw=1.2,
+                label=f"baseline + all {items} results")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("main process peak RSS (MiB, kernel high-water mark)")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout(rect=(0, (NOTE_IN * len(notes) + 0.1) / fig.get_figheight() if notes else 0, 1, 1))
+    _footnotes(fig, notes)
     return _save(fig, out / f"{sweep}.png")
 
 
 def chart_memory_trace(raw: dict[str, Any], out: Path) -> str | None:
-    runs = [r for r in raw.get("memory_trace", {}).get("runs", []) if r.get("memory_trace")]
+    all_runs = raw.get("memory_trace", {}).get("runs", [])
+    runs = [r for r in all_runs if r.get("memory_trace")]
     if not runs:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharex=True)
+    notes = skipped_notes(all_runs)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4 + NOTE_IN * len(notes)), sharex=True)
     for r in sorted(runs, key=lambda r: list(VARIANTS).index(r["variant"]) if r["variant"] in VARIANTS else 99):
         t = [p[0] for p in r["memory_trace"]]
         axes[0].plot(t, [p[1] for p in r["memory_trace"]], color=color(r["variant"]), label=r["variant"])
@@ -266,7 +345,9 @@ def chart_memory_trace(raw: dict[str, Any], out: Path) -> str | None:
         ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize=8)
     items = runs[0].get("items")
-    fig.suptitle(f"Memory over one run: {items} tasks of 1,000,000 ints, 4 workers (sampled every 50 ms)")
+    fig.suptitle(f"Does memory stay flat during a run? {items} tasks of 1,000,000 ints, 4 workers (sampled every 50 ms)")
+    fig.tight_layout(rect=(0, (NOTE_IN * len(notes) + 0.1) / fig.get_figheight() if notes else 0, 1, 1))
+    _footnotes(fig, notes)
     return _save(fig, out / "memory_over_time.png")
 
 
@@ -275,33 +356,45 @@ def chart_overhead(raw: dict[str, Any], out: Path) -> str | None:
     base = next((r for r in runs if r["variant"] == BASELINE), None)
     if not runs or base is None:
         return None
-    order = [BASELINE] + [v for v in VARIANTS if any(r["variant"] == v for r in runs)]
     rows = {r["variant"]: r for r in runs}
-    fig, ax = plt.subplots(figsize=(7, 4))
+    order = [BASELINE] + [v for v in VARIANTS if v in rows]
+    missing = [v for v in VARIANTS if v not in rows]
+    notes = [f"{v}: not measured ({VARIANTS[v].available()[1] or 'not in this run'})" for v in missing]
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(order) + 1.6 + NOTE_IN * len(notes)))
     rel = [rows[v]["median_s"] / base["median_s"] for v in order]
-    bars = ax.bar(order, rel, color=[color(v) for v in order])
+    ys = list(range(len(order)))[::-1]
+    bars = ax.barh(ys, rel, color=[color(v) for v in order])
+    ax.set_yticks(ys, [f"{v} (baseline)" if v == BASELINE else v for v in order])
     for b, v in zip(bars, order, strict=True):
         per_task = rows[v]["median_s"] / rows[v]["tasks"] * 1e6
-        ax.annotate(f"{per_task:.0f} µs/task", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center",
-                    va="bottom", fontsize=8)
-    ax.axhline(1.0, ls="--", color="black", lw=1)
-    ax.set_yscale("log")
-    ax.set_ylabel(f"time / {BASELINE} (median of {base['rounds']} rounds)")
-    ax.set_title(f"Healthy path: {base['tasks']:,} tiny tasks, {base['workers']} workers, start-up included",
-                 fontsize=10)
-    plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
+        ax.annotate(f"{rel[order.index(v)]:.2f}×, {per_task:.0f} µs/task", (max(b.get_width(), 1.0), b.get_y()
+                    + b.get_height() / 2), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8,
+                    bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none"})
+    ax.axvline(1.0, ls="--", color="black", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlim(right=max(rel) * 8)
+    ax.set_xlabel(f"time relative to {BASELINE} (dashed line = 1×; median of {base['rounds']} rounds)")
+    ax.set_title(f"What does each design cost when nothing fails?\n{base['tasks']:,} tiny tasks, {base['workers']} "
+                 "workers, start-up included", fontsize=10)
+    fig.tight_layout(rect=(0, (NOTE_IN * len(notes) + 0.1) / fig.get_figheight() if notes else 0, 1, 1))
+    _footnotes(fig, notes)
     return _save(fig, out / "overhead.png")
 
 
-def _legend(fig, axes) -> None:
+def _legend(fig, axes, extra: list[Any] = (), notes: int = 0) -> None:
     labels: dict[str, Any] = {}
     for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             if lab not in labels:
                 labels[lab] = h
-    handles = list(labels.values())
-    fig.legend(handles, list(labels), loc="lower center", ncol=min(4, len(handles)) or 1, fontsize=8)
-    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    designs = [v for v in VARIANTS if v in labels]
+    handles = [labels[v] for v in designs] + list(extra)
+    names = designs + [h.get_label() for h in extra]
+    height = fig.get_figheight()
+    notes_frac = (NOTE_IN * notes + 0.1) / height if notes else 0.0
+    fig.legend(handles, names, loc="lower center", ncol=4, fontsize=8, bbox_to_anchor=(0.5, notes_frac))
+    rows = max((len(handles) + 3) // 4, 1)
+    fig.tight_layout(rect=(0, notes_frac + (0.2 * rows + 0.15) / height, 1, 0.94))
 
 
 def _save(fig, path: Path) -> str:
@@ -368,7 +461,9 @@ def designs_markdown(raw: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(folder: Path, readme: Path | None) -> None:
+def render(folder: Path, readme: Path | None, link_base: str = "results") -> None:
+    """Rebuild every derived file in ``folder`` from its raw data; ``readme``: also rewrite its generated
+    sections, whose chart links point at ``link_base`` (the folder as the README reaches it)."""
     raw = load(folder)
     for old in [*folder.glob("*.png"), folder / "fault_matrix.md", folder / "README-section.md"]:
         if old.exists():
@@ -378,8 +473,10 @@ def render(folder: Path, readme: Path | None) -> None:
         chart_latency_payload(raw, folder),
         chart_memory(raw, folder, "memory_tasks", "items", "tasks in the run",
                      "Does the main process's memory grow with the number of tasks? (payload 10,000 ints)"),
-        chart_memory(raw, folder, "memory_payload", "n", "payload: ints per result",
-                     "Main process peak memory against result size (20 tasks)"),
+        chart_memory(raw, folder, "memory_payload", "n", "result size: ints per result",
+                     "Does the main process keep the results? Peak memory against result size, 20 tasks\n"
+                     "(a line near the dashed guide holds one result at a time; near the dotted one, all of them)",
+                     guides=True),
         chart_memory_trace(raw, folder),
         chart_overhead(raw, folder),
     ) if c]
@@ -388,7 +485,7 @@ def render(folder: Path, readme: Path | None) -> None:
         "# Fault matrix\n\nGenerated by `python bench/run.py` from `raw/matrix.json`; do not edit.\n\n"
         + matrix_markdown(raw, compact=False) + "\n" + stamp + "\n")
     section = (matrix_markdown(raw, compact=True) + "\n" + memory_article_text(raw) + overhead_text(raw) + "\n"
-               + "\n".join(f"![{c}](results/{c})" for c in charts) + "\n\n" + stamp + "\n")
+               + "\n".join(f"![{c}]({link_base}/{c})" for c in charts) + "\n\n" + stamp + "\n")
     (folder / "README-section.md").write_text(section)
     if readme is not None:
         for doc in (readme, readme.with_name("README.ja.md")):  # the Japanese README carries the same tables

@@ -1,15 +1,21 @@
 """Regenerate results/: raw data stamped with the machine, charts, the fault matrix, the README sections.
 
-    python bench/run.py                 # the full run (about 20 minutes on 2 cores)
-    python bench/run.py --quick         # a small version of every sweep (under 3 minutes)
+    python bench/run.py                 # the full run (its measured duration is in the README's stamp)
+    python bench/run.py --quick         # a small version of every sweep (under 2 minutes)
     python bench/run.py --only supervisor,callback_monitor --only-sweeps matrix
     python bench/run.py --out /tmp/x    # anywhere else; README.md is rewritten only for results/
+    python bench/run.py --render-only   # charts and tables again from results/raw only
 
 Every run goes through the same lab harness as the experiments (a fresh runner process under a
 watchdog). Raw data (results/raw/*.json) is the only source of truth: ``render()`` rebuilds every
-chart and table from it, and can be called alone (``--render-only``). Everything is written to a
-temporary folder first and moved into place only when every sweep finished: a failed sweep leaves
-the previous results untouched.
+chart and table from it. Everything is written to a temporary folder first and moved into place only
+when every sweep finished: a failed run leaves the previous results untouched, and what it measured
+before failing is kept in OUT/partial/raw (stamped "incomplete", with the error), never discarded.
+
+A design whose package is not installed is recorded as "not_installed" with the reason, in every
+sweep, and every chart and table says so. A design that hung at a sweep point is not re-run for that
+point's remaining repetitions: they are recorded as hung, with ``"hung_proven_at_rep"`` saying so
+(a hang is a yes/no fact, proven once; each extra repetition would only cost a watchdog).
 """
 
 from __future__ import annotations
@@ -74,7 +80,7 @@ class Plan:
     def make(cls, quick: bool, variants: list[str], sweeps: list[str]) -> Plan:
         if not quick:
             return cls(False, variants, sweeps, matrix_scenarios=list(SCENARIOS))
-        # --quick: every sweep and chart exercised once, small (CI runs it; the goal is under 3 minutes)
+        # --quick: every sweep and chart exercised once, small (CI runs it; the goal is under 2 minutes)
         return cls(True, variants, sweeps, reps=1,
                    matrix_scenarios=["worker_killed", "callback_raises", "task_timeout"],
                    workers=(2, 4), payloads=(10**4, 10**6), task_counts=(50, 200), payload_items=10,
@@ -101,9 +107,27 @@ def record(sweep: str, sc: Scenario, variant: str, workers: int, n: int, rep: in
         "lingered": o.lingered, "left_running": len(o.left_running), "left": o.left_running,
         "orphans_exit": o.orphans_exit_latency, "watchdog": sc.kwargs.get("watchdog"),
         "peak_rss_mb": r.get("peak_rss_mb"), "peak_children_mb": o.peak_children_mb,
-        "completed": report.get("completed"), "fates": fates, "items_accounted": fates is not None,
+        "completed": report.get("completed"), "fates": fates, "items_accounted": items_accounted(sc, r),
         "memory_trace": o.memory_trace, "wall": o.wall,
     }
+
+
+def items_accounted(sc: Scenario, r: dict[str, Any]) -> bool | None:
+    """Does the design's own account add up: every item the run got from its iterator is either done
+    (its on_result returned, once) or listed by the report as left to do, never both? None where it
+    cannot be asked: the design keeps no per-item account, or run() never came back with a report."""
+    left = r.get("remaining", r.get("unfinished"))
+    if left is None:
+        return None
+    count, raise_at = sc.kwargs.get("items", 0), sc.kwargs.get("items_raise_at")
+    expected = count if raise_at is None else min(count, raise_at)  # the iterator raises at raise_at
+    if r.get("callback_repeats"):
+        return False  # an item saved twice is not accounted for, whatever the counts say
+    done = r.get("callback_items")
+    if done is None:  # more than the runner lists: counts only
+        return r.get("callback_calls", 0) + len(left) == expected and len(set(map(repr, left))) == len(left)
+    done_set, left_set = set(map(repr, done)), set(map(repr, left))
+    return not (done_set & left_set) and (done_set | left_set) == {repr(i) for i in range(expected)}
 
 
 def jobs_for(plan: Plan) -> list[tuple[str, Scenario, str, int, int, int, dict[str, Any]]]:
@@ -158,30 +182,40 @@ def retained_mb(variant: str, n: int, items: int) -> float:
     return items * n * 8 / 2**20 if variant == "as_completed" else 0.0
 
 
-def run_one(job) -> dict[str, Any]:
+def point(job) -> tuple[Any, ...]:
+    """A sweep point: everything that defines a run but its repetition number."""
+    sweep, sc, variant, workers, n, _rep, extra = job
+    return sweep, sc.name, variant, workers, n, extra.get("items")
+
+
+def run_one(job, proven_hung: dict[tuple[Any, ...], dict[str, Any]] | None = None) -> dict[str, Any]:
     sweep, sc, variant, workers, n, rep, extra = job
     kwargs = dict(sc.kwargs)
     if "items" in extra:
         kwargs["items"] = extra["items"]
     if extra.get("sample_memory"):
         kwargs["sample_memory"] = True
+    # Every record carries the same keys, so tables and charts read a skipped point like a measured one.
+    skip = {"sweep": sweep, "scenario": sc.name, "title": sc.title, "variant": variant, "workers": workers, "n": n,
+            "rep": rep, "items": kwargs.get("items"), "fault_item": sc.fault_item}
     if retained_mb(variant, n, kwargs.get("items", 0)) > MEMORY_BUDGET_MB:
-        rec = {"sweep": sweep, "scenario": sc.name, "variant": variant, "workers": workers, "n": n, "rep": rep,
-               "items": kwargs["items"], "status": "not_run",
-               "message": f"would retain ~{retained_mb(variant, n, kwargs['items']) / 1024:.0f} GiB of results"}
-        return rec
+        return skip | {"status": "not_run", "message": f"would retain ~"
+                       f"{retained_mb(variant, n, kwargs['items']) / 1024:.0f} GiB of results"}
     if variant == "dask_distributed" and n * kwargs.get("items", 0) > DASK_LIST_BUDGET:
-        return {"sweep": sweep, "scenario": sc.name, "variant": variant, "workers": workers, "n": n, "rep": rep,
-                "items": kwargs["items"], "status": "not_run",
-                "message": f"{kwargs['items']} results of {n:,} ints: ~{n * kwargs['items'] / 50_000:.0f} s of "
-                           "dask list serialization"}
+        return skip | {"status": "not_run",
+                       "message": f"{kwargs['items']} results of {n:,} ints: ~{n * kwargs['items'] / 50_000:.0f} s "
+                                  "of dask list serialization"}
     ok, why = VARIANTS[variant].available()
     if not ok:
-        return {"sweep": sweep, "scenario": sc.name, "variant": variant, "workers": workers, "n": n, "rep": rep,
-                "status": "not_installed", "message": why}
+        return skip | {"status": "not_installed", "message": why}
+    if proven_hung is not None and (first := proven_hung.get(point(job))) is not None:
+        return {**first, "rep": rep, "hung_proven_at_rep": first["rep"], "wall": 0.0,
+                "message": f"hung at repetition {first['rep']} of this point; not re-run (a hang is proven once)"}
     o = run_scenario(variant, **kwargs)
     rec = record(sweep, sc, variant, workers, n, rep, o)
     rec["items"] = kwargs.get("items")
+    if proven_hung is not None and rec["status"] == "hung":
+        proven_hung[point(job)] = rec
     return rec
 
 
@@ -207,7 +241,7 @@ def run_overhead(plan: Plan, tmp: Path) -> dict[str, Any]:
 
 
 # -- stamping ----------------------------------------------------------------------------------------
-def stamp(plan: Plan, started: float) -> dict[str, Any]:
+def stamp(plan: Plan, started: float, seconds: dict[str, float]) -> dict[str, Any]:
     def version(pkg):
         try:
             return metadata.version(pkg)
@@ -229,16 +263,18 @@ def stamp(plan: Plan, started: float) -> dict[str, Any]:
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "start_method": "spawn",
         "packages": {p: version(p) for p in ("psutil", "memory-profiler", "matplotlib", "pytest-benchmark",
                                              "pebble", "loky", "distributed")},
-        "git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain")),
+        # Dirty means the code differs from the commit; results/ is this command's own output, not code.
+        "git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain", "--", ".", ":!results")),
         "oom_cgroup": cgroup.availability()[1], "mode": "quick" if plan.quick else "full",
-        "reps": plan.reps, "bench_seconds": round(time.monotonic() - started, 1),
+        "reps": plan.reps, "sweeps": plan.sweeps, "bench_seconds": round(time.monotonic() - started, 1),
+        "sweep_seconds": {k: round(v, 1) for k, v in seconds.items()},
     }
 
 
 # -- the command -------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="a small version of every sweep (under 3 minutes)")
+    ap.add_argument("--quick", action="store_true", help="a small version of every sweep (under 2 minutes)")
     ap.add_argument("--only", default="", help="comma-separated variants (default: every registered one)")
     ap.add_argument("--only-sweeps", default="", help=f"comma-separated sweeps among {', '.join(SWEEPS)}")
     ap.add_argument("--out", default=str(RESULTS), help="output folder (default: results/)")
@@ -254,33 +290,68 @@ def main(argv: list[str] | None = None) -> int:
         if s not in SWEEPS:
             ap.error(f"unknown sweep {s!r}; known: {', '.join(SWEEPS)}")
     if args.render_only:
-        report.render(out, readme=README if out == RESULTS.resolve() else None)
+        report.render(out, readme=README if out == RESULTS.resolve() else None, link_base=link_base(out))
         return 0
 
     plan = Plan.make(args.quick, variants, sweeps)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmpdir:
-        tmp = Path(tmpdir)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-"))
+    by_sweep: dict[str, Any] = defaultdict(list)
+    seconds: dict[str, float] = defaultdict(float)  # each sweep's own measured time
+    try:
         (tmp / "raw").mkdir()
         todo = jobs_for(plan)
-        by_sweep: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        proven_hung: dict[tuple[Any, ...], dict[str, Any]] = {}
         bar = tqdm(todo, unit="run", desc="bench", dynamic_ncols=True, file=sys.stderr)
         for job in bar:
             bar.set_postfix_str(f"{job[0]} {job[1].name} {job[2]} w={job[3]}", refresh=False)
-            by_sweep[job[0]].append(run_one(job))
+            t = time.monotonic()
+            by_sweep[job[0]].append(run_one(job, proven_hung))
+            seconds[job[0]] += time.monotonic() - t
         if "overhead" in sweeps:
             bar.write("bench: overhead (pytest-benchmark)")
-            by_sweep["overhead"] = run_overhead(plan, tmp)  # type: ignore[assignment]
-        st = stamp(plan, started)
-        for sweep, runs in by_sweep.items():
-            payload = runs if isinstance(runs, dict) else {"runs": runs}
-            (tmp / "raw" / f"{sweep}.json").write_text(json.dumps({"stamp": st, **payload}, indent=1, default=repr))
+            t = time.monotonic()
+            by_sweep["overhead"] = run_overhead(plan, tmp)
+            seconds["overhead"] += time.monotonic() - t
+        write_raw(tmp, by_sweep, stamp(plan, started, seconds))
         keep_other_variants(tmp, out, set(plan.variants))
-        report.render(tmp, readme=None)  # render here first: a rendering error leaves `out` untouched
+        report.render(tmp, readme=None, link_base=link_base(out))  # first here: a rendering error leaves `out` as it was
         install(tmp, out)
-    report.render(out, readme=README if out == RESULTS.resolve() else None)
+        report.render(out, readme=README if out == RESULTS.resolve() else None, link_base=link_base(out))
+    except BaseException as e:  # Ctrl-C included: what was measured is kept, never discarded
+        if by_sweep:
+            keep_partial(out, by_sweep, stamp(plan, started, seconds), e)
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     print(f"bench: wrote {out} in {time.monotonic() - started:.0f} s", file=sys.stderr)
     return 0
+
+
+def link_base(out: Path) -> str:
+    """How the README (at the repository's root) reaches the output folder's charts."""
+    try:
+        return out.relative_to(ROOT).as_posix()
+    except ValueError:
+        return out.as_posix()
+
+
+def write_raw(folder: Path, by_sweep: dict[str, Any], st: dict[str, Any]) -> None:
+    (folder / "raw").mkdir(parents=True, exist_ok=True)
+    for sweep, runs in by_sweep.items():
+        payload = runs if isinstance(runs, dict) else {"runs": runs}
+        (folder / "raw" / f"{sweep}.json").write_text(json.dumps({"stamp": st, **payload}, indent=1, default=repr))
+
+
+def keep_partial(out: Path, by_sweep: dict[str, Any], st: dict[str, Any], error: BaseException) -> None:
+    """A failed run's measurements go to OUT/partial/raw (stamped incomplete), beside the results it did not
+    replace; ``--render-only --out OUT/partial`` draws them."""
+    partial = out / "partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    st = st | {"incomplete": f"{type(error).__name__}: {error}"[:500]}
+    write_raw(partial, by_sweep, st)
+    print(f"bench: failed ({type(error).__name__}); the {sum(len(r) for r in by_sweep.values())} run(s) measured so "
+          f"far are in {partial / 'raw'}", file=sys.stderr)
 
 
 def keep_other_variants(tmp: Path, out: Path, ran: set[str]) -> None:

@@ -23,6 +23,15 @@ from variants.supervisor import run
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _demo(argv)
+    finally:
+        # Every worker parsed inside a lab memory cgroup of its own (see FetchAndParse); the workers are
+        # gone by now, their cgroups must go too: nothing outlives the demo.
+        cgroup.remove_lab_cgroups()
+
+
+def _demo(argv: list[str] | None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=40)
     ap.add_argument("--workers", type=int, default=4)
