@@ -1,0 +1,251 @@
+"""The README is a promise: what it says to copy is enough, its script runs as written, it prints as shown.
+
+Each test takes its text from README.md itself (between ``<!-- example:NAME:begin/end -->`` markers, or
+from the tables), so the README and these checks cannot drift apart. The script runs the way a reader
+would run it: the files the README names are copied into a fresh package in a temporary folder outside
+the repository, and the script is started there with ``python -S`` (no site-packages: neither this
+repository nor anything installed is importable, only the standard library and the copy).
+
+The last test keeps README.ja.md in step with README.md: same headings, markers, anchors, code blocks,
+links to files, and the same generated sections.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from experiments.lab.harness import group_members
+from variants.supervisor import run as supervisor_run
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+README_JA = ROOT / "README.ja.md"
+PACKAGE = "fanout"  # the package name the README's layout and script use
+# One run of the README's script takes well under 1 s (spawning 4 workers on an idle machine); 60 s is
+# the margin for a 2-core machine busy with the whole suite. A run that needs it is a hang, not a slow run.
+RUN_LIMIT = 60.0
+# multiprocessing's resource tracker (started by spawn, in the script's process group) exits on EOF of its
+# pipe within milliseconds of the script; 2 s absorbs a loaded machine. Anything alive after that is a leak.
+TRACKER_EXIT = 2.0
+
+
+def example(text: str, name: str) -> str:
+    """The code block between <!-- example:NAME:begin --> and <!-- example:NAME:end -->, without its fences."""
+    m = re.search(rf"<!-- example:{re.escape(name)}:begin -->\n```[a-z]*\n(.*?)```\n<!-- example:{re.escape(name)}:end -->",
+                  text, re.S)
+    assert m, f"README.md has no fenced code block between <!-- example:{name}:begin/end --> markers"
+    return m.group(1)
+
+
+def files_to_copy(text: str) -> list[str]:
+    """The README's "What to copy" layout: every 'copy of variants/X' line, as X."""
+    return re.findall(r"copy of variants/(\S+)", text)
+
+
+@pytest.fixture
+def project() -> Iterator[Path]:
+    """A reader's project outside the repository: the README's files copied into PACKAGE, and job.py."""
+    text = README.read_text()
+    with tempfile.TemporaryDirectory(prefix="readme-project-") as tmp:
+        folder = Path(tmp)
+        assert ROOT not in folder.resolve().parents
+        (folder / PACKAGE).mkdir()
+        (folder / PACKAGE / "__init__.py").write_text("")  # "its __init__.py may be empty"
+        for rel in files_to_copy(text):
+            dest = folder / PACKAGE / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes((ROOT / "variants" / rel).read_bytes())
+        (folder / "job.py").write_text(example(text, "job.py"))
+        yield folder
+    assert not folder.exists()
+
+
+def run_script(folder: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """``python -S ARGS`` in ``folder``, in a session of its own; no process of it outlives the call."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
+    proc = subprocess.Popen([sys.executable, "-S", *args], cwd=folder, env=env, text=True, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = proc.communicate(stdin, timeout=RUN_LIMIT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"python {' '.join(args)} did not finish in {RUN_LIMIT} s\nstdout:\n{out}\nstderr:\n{err}")
+    finally:
+        # The script's workers and multiprocessing's resource tracker are in its process group (the
+        # tracker exits on its own within milliseconds of the script); whatever is still there is killed.
+        _, left = psutil.wait_procs(group_members(proc.pid), timeout=TRACKER_EXIT)
+        for p in left:
+            p.kill()
+    assert not left, f"python {' '.join(args)} left {len(left)} process(es) running: {[p.pid for p in left]}"
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.mark.timeout(90)
+def test_minimal_script_runs_unchanged_from_a_copy_of_the_named_files(project):
+    supervisor = sorted(f"supervisor/{f.name}" for f in (ROOT / "variants" / "supervisor").glob("*.py"))
+    assert sorted(files_to_copy(README.read_text())) == ["contract.py", *supervisor], \
+        "the README's 'What to copy' must name contract.py and every file of variants/supervisor/"
+    r = run_script(project, "job.py")
+    assert r.returncode == 0, r.stderr
+    assert re.fullmatch(r"100 item\(s\) done in \d+\.\d\d s\n", r.stdout), r.stdout
+    with sqlite3.connect(project / "squares.db") as db:
+        rows = db.execute("SELECT n, square FROM squares ORDER BY n").fetchall()
+    db.close()
+    assert rows == [(n, n * n) for n in range(100)]
+
+
+def _frames(text: str) -> list[tuple[str, int, str]]:
+    """(file name, line, function) of each traceback frame in job.py."""
+    return [(Path(f).name, int(line), fn) for f, line, fn in re.findall(r'File "([^"]+)", line (\d+), in (\S+)', text)
+            if Path(f).name == "job.py"]
+
+
+@pytest.mark.timeout(90)
+def test_a_failing_item_prints_what_the_readme_shows(project):
+    shown = example(README.read_text(), "failure")
+    command, *output = shown.splitlines()
+    assert command == "$ python job.py 1 2 -3 4"
+    r = run_script(project, "job.py", "1", "2", "-3", "4")
+    assert r.returncode == 1, r.stderr
+    real = r.stderr.splitlines()
+    assert real[-1] == output[-1], "the last line (the diagnosis) differs from the README's"
+    assert _frames(shown) == _frames(r.stderr), "the README's job.py frames differ from a real run's"
+    cause = "The above exception was the direct cause of the following exception:"
+    assert (cause in shown) == (cause in r.stderr), "the README and a real run disagree on the chained cause"
+
+
+@pytest.mark.timeout(90)
+def test_without_the_main_guard_no_worker_starts(project):
+    script = example(README.read_text(), "job.py")
+    guard = re.search(r'^if __name__ == "__main__":.*\n((?:    .*\n)+)', script, re.M)
+    assert guard, "the README's script has no __main__ guard"
+    (project / "unguarded.py").write_text(script[:guard.start()] + textwrap.dedent(guard.group(1)))
+    r = run_script(project, "unguarded.py")
+    assert r.returncode == 1
+    assert "bootstrapping phase" in r.stderr
+    assert r.stderr.splitlines()[-1].startswith(f"{PACKAGE}.contract.RunFailed: worker_died: a worker could not start")
+
+
+FLAKY = '''
+from pathlib import Path
+
+
+def square(n):
+    """Fails once on item 13, the first time only: a transient fault, what resuming is for."""
+    if n == 13 and not Path("seen-13").exists():
+        Path("seen-13").write_text("")
+        raise ConnectionError("the API did not answer")
+    return n * n
+'''
+
+DRIVER = '''
+import json
+import sys
+
+from fanout.contract import RunFailed
+from fanout.supervisor import run
+from flaky import square
+
+
+def main():
+    items = iter(range(40))  # an iterator: what the first run never pulled is still in it
+    done = []
+
+    def save(n, result):
+        done.append(n)
+
+    scope = dict(globals(), items=items, save=save)
+    exec(sys.stdin.read(), scope)  # the README's recipe, verbatim
+    print(json.dumps({"done": done, "todo": scope["todo"], "completed": scope["report"].completed}))
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+@pytest.mark.timeout(90)
+def test_the_resume_recipe_finishes_the_job(project):
+    recipe = example(README.read_text(), "resume")
+    (project / "flaky.py").write_text(FLAKY)
+    (project / "driver.py").write_text(DRIVER)
+    r = run_script(project, "driver.py", stdin=recipe)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    todo, done = got["todo"], got["done"]
+    assert 13 in todo, "the failed item is left to do"
+    assert len(todo) < 40, "the first run finished some items before the fault"
+    assert sorted(done) == list(range(40)), "over both runs every item was saved exactly once"
+    assert got["completed"] == len(todo)
+
+
+def _options_table(text: str) -> dict[str, object]:
+    """The README's "Every option of run()" table: option -> the default it states."""
+    section = text.split("### Every option of `run()`", 1)[1].split("\n### ", 1)[0]
+    table = {}
+    for name, default in re.findall(r"^\| `(\w+)` \| `([^`]+)`", section, re.M):
+        table[name] = ast.literal_eval(default)
+    return table
+
+
+def test_the_options_table_is_the_real_signature():
+    params = inspect.signature(supervisor_run).parameters
+    real = {name: p.default for name, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    assert _options_table(README.read_text()) == real
+
+
+# -- README.ja.md keeps step with README.md --------------------------------------------------------------
+def _structure(text: str) -> dict[str, object]:
+    lines = text.splitlines()
+    fenced, in_code, code_langs = [], False, []
+    for line in lines:
+        if line.startswith("```"):
+            if not in_code:
+                code_langs.append(line[3:].strip())
+            in_code = not in_code
+        fenced.append(in_code)
+    prose = [line for line, code in zip(lines, fenced, strict=True) if not code]
+    return {
+        "heading levels": [len(m.group(1)) for line in prose if (m := re.match(r"(#+) ", line))],
+        "markers": re.findall(r"<!-- ([\w.-]+:[\w.-]+:(?:begin|end)) -->", text),
+        "anchors": re.findall(r'<a id="([^"]+)"></a>', text),
+        "code block languages": code_langs,
+        "links to files": sorted(set(re.findall(r"\]\(((?!#|https?:|README)[^)]+)\)", text))),
+        "links to anchors": sorted(set(re.findall(r"\]\((#g-[^)]+|#fault-time|#left-running)\)", text))),
+    }
+
+
+def _blocks(text: str) -> dict[str, str]:
+    """Every marked section (generated by bench/run.py, or an example), by marker name."""
+    return dict(re.findall(r"<!-- ([\w.-]+:[\w.-]+):begin -->\n(.*?)<!-- \1:end -->", text, re.S))
+
+
+def test_every_glossary_term_is_linked_from_the_text():
+    text = README.read_text()
+    terms = re.findall(r'<a id="(g-[^"]+)"></a>', text)
+    assert terms, "README.md has no glossary"
+    assert [t for t in terms if f"](#{t})" not in text] == []
+
+
+def test_the_japanese_readme_has_the_same_structure():
+    en, ja = README.read_text(), README_JA.read_text()
+    s_en, s_ja = _structure(en), _structure(ja)
+    for key in s_en:
+        assert s_ja[key] == s_en[key], f"README.ja.md differs from README.md in its {key}"
+    assert _blocks(ja) == _blocks(en), "a generated section or an example differs between the two READMEs"
