@@ -171,7 +171,7 @@ def _dodge(x: float, k: int, count: int, base: float) -> float:
     return x * base ** (0.07 * (k - (count - 1) / 2))
 
 
-def skipped_notes(runs: list[dict[str, Any]]) -> list[str]:
+def skipped_notes(runs: list[dict[str, Any]], x_key: str | None = None) -> list[str]:
     """One footnote per design and reason for points that were not measured (package missing, not supported,
     over a budget): a line that stops, or a design that is absent, says why under the chart."""
     xs: dict[tuple[str, str], set[Any]] = defaultdict(set)
@@ -179,14 +179,15 @@ def skipped_notes(runs: list[dict[str, Any]]) -> list[str]:
     for r in runs:
         if r["status"] in SKIPPED:
             key = (r["variant"], r["status"])
-            xs[key].add(r.get("workers") if r.get("sweep") == "latency_workers" else r.get("n"))
+            xs[key].add(r.get(x_key) if x_key else None)
             if r.get("message") and r["message"] not in why[key]:
                 why[key].append(r["message"])
     out = []
     for (v, status), points in xs.items():
         what = {"not_installed": "not installed", "not_supported": "not supported (refuses task_timeout)",
                 "not_run": "not run"}[status]
-        where = "" if status == "not_installed" else " at " + ", ".join(f"{x:,}" for x in sorted(points - {None}))
+        shown_at = sorted(points - {None})
+        where = "" if status == "not_installed" or not shown_at else " at " + ", ".join(f"{x:,}" for x in shown_at)
         reasons = why[(v, status)]
         because = "" if not reasons or status == "not_supported" else \
             f" ({reasons[0]})" if len(reasons) == 1 else f" (e.g. {reasons[0]})"
@@ -263,7 +264,7 @@ def _latency_chart(runs: list[dict[str, Any]], faults: dict[str, str], x_key: st
         return None
     measured = [r.get("detect") for r in runs if r["status"] in ("raised", "returned") and r.get("detect")]
     top = max(measured, default=1.0)
-    notes = skipped_notes(runs)
+    notes = skipped_notes(runs, x_key)
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6 + NOTE_IN * len(notes)), squeeze=False,
                              sharey=True)
     for ax, f in zip(axes.flat, panels, strict=True):
@@ -295,7 +296,7 @@ def chart_memory(raw: dict[str, Any], out: Path, sweep: str, x_key: str, xlabel:
     measured = [r for r in runs if r.get("peak_rss_mb") and r.get(x_key) is not None]
     if not measured:
         return None
-    notes = skipped_notes(runs)
+    notes = skipped_notes(runs, x_key)
     by_v: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in measured:
         by_v[r["variant"]].append(r)
@@ -331,7 +332,7 @@ def chart_memory_trace(raw: dict[str, Any], out: Path) -> str | None:
     runs = [r for r in all_runs if r.get("memory_trace")]
     if not runs:
         return None
-    notes = skipped_notes(all_runs)
+    notes = skipped_notes(all_runs, "n")
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4 + NOTE_IN * len(notes)), sharex=True)
     for r in sorted(runs, key=lambda r: list(VARIANTS).index(r["variant"]) if r["variant"] in VARIANTS else 99):
         t = [p[0] for p in r["memory_trace"]]

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bench import report
+from variants import VARIANTS
 
 
 def _run(variant, status, kind=None, detect=None, item=None):
@@ -35,3 +38,83 @@ def test_render_from_raw_only(tmp_path):
     text = readme.read_text()
     assert text.startswith("top\n") and text.endswith("bottom\n") and "old" not in text
     assert "raised worker_died in 4 ms, item named" in text
+
+
+def _stamp():
+    return {"date": "d", "python": "3.x", "implementation": "CPython", "os": "os", "kernel": "k", "cpu": "cpu",
+            "cpus": 2, "memory_gib": 1.0, "start_method": "spawn", "packages": {"psutil": "1"},
+            "git_commit": "abc", "git_dirty": False, "oom_cgroup": "cgroup v2 memory controller", "mode": "quick",
+            "reps": 1, "bench_seconds": 61.0, "sweep_seconds": {"matrix": 30.0, "memory_tasks": 31.0}}
+
+
+def test_a_missing_package_is_said_in_every_table_and_chart(tmp_path):
+    """The README's own install has no Dask: its records carry the reason, and nothing crashes on them."""
+    from bench import run
+
+    sc = run.SCENARIOS["worker_killed"]()
+    missing = [d for d in VARIANTS.values() if d.requires][:1]
+    if not missing:
+        pytest.skip("no design in the registry needs an optional package")
+    name = missing[0].name
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    skip = {"sweep": "memory_tasks", "scenario": "healthy", "title": "healthy run", "variant": name, "workers": 4,
+            "n": 10, "rep": 0, "items": 100, "fault_item": None, "status": "not_installed",
+            "message": f"{name} needs a package, which is not installed"}
+    measured = {"sweep": "memory_tasks", "scenario": "healthy", "variant": "supervisor", "workers": 4, "n": 10,
+                "rep": 0, "items": 100, "status": "returned", "peak_rss_mb": 20.0}
+    (raw / "memory_tasks.json").write_text(json.dumps({"stamp": _stamp(), "runs": [measured, skip]}))
+    matrix = [_run("supervisor", "raised", "worker_died", 0.004, 2),
+              skip | {"sweep": "matrix", "scenario": sc.name, "title": sc.title, "fault_item": sc.fault_item}]
+    (raw / "matrix.json").write_text(json.dumps({"stamp": _stamp(), "runs": matrix}))
+    report.render(tmp_path, readme=None, link_base="/elsewhere/out")
+    assert (tmp_path / "memory_tasks.png").exists()
+    assert "not installed" in (tmp_path / "fault_matrix.md").read_text()
+    assert report.skipped_notes([skip], "items") == [f"{name}: not installed ({skip['message']})"]
+    assert "](/elsewhere/out/memory_tasks.png)" in (tmp_path / "README-section.md").read_text()
+
+
+def test_recovery_is_worded_as_recovery():
+    back = _run("dask_distributed", "returned", detect=3.2) | {"completed": 12, "items": 12}
+    lost = _run("pool", "returned", detect=3.2) | {"completed": 11, "items": 12}
+    assert report.cell([back])["outcome"] == "recovered: task re-ran"
+    assert report.cell([lost])["outcome"] == "returned, fault not reported"
+
+
+@pytest.mark.parametrize(("result", "accounted"), [
+    ({"callback_items": [0, 1, 3], "unfinished": [2, 4, 5], "callback_repeats": 0}, True),
+    ({"callback_items": [0, 1, 3], "unfinished": [2, 4], "callback_repeats": 0}, False),  # item 5 lost
+    ({"callback_items": [0, 1, 3], "unfinished": [2, 3, 4, 5], "callback_repeats": 0}, False),  # 3 done and left
+    ({"callback_items": [0, 1, 2, 3, 4, 5], "unfinished": [], "callback_repeats": 1}, False),  # one saved twice
+    ({"callback_calls": 3, "callback_items": None, "unfinished": [2, 4, 5]}, True),  # too many to list: counts
+    ({"callback_items": [0, 1, 3]}, None),  # the design keeps no per-item account
+])
+def test_items_accounted_is_a_real_check(result, accounted):
+    from bench import run
+
+    sc = run.Scenario("x", {"items": 6})
+    assert run.items_accounted(sc, result) is accounted
+
+
+def test_a_hang_is_proven_once_per_point(monkeypatch):
+    """The second repetition of a point that hung is recorded as hung without another watchdog."""
+    from bench import run
+    from experiments.lab.harness import Outcome
+
+    calls = []
+
+    def fake_run_scenario(variant, **kwargs):
+        calls.append(variant)
+        return Outcome(variant=variant, status="hung", result=None, fault_t=None, detect_latency=None,
+                       stop_latency=None, exit_latency=None, lingered=False, left_running=["1 worker"],
+                       orphans_exit_latency=None, peak_children_mb=None, memory_trace=[], stdout="", stderr="")
+
+    monkeypatch.setattr(run, "run_scenario", fake_run_scenario)
+    sc = run.SCENARIOS["worker_killed"]()
+    proven: dict = {}
+    first = run.run_one(("matrix", sc, "pool", 4, 10, 0, {}), proven)
+    second = run.run_one(("matrix", sc, "pool", 4, 10, 1, {}), proven)
+    other_point = run.run_one(("matrix", sc, "pool", 8, 10, 0, {}), proven)
+    assert calls == ["pool", "pool"], "the repetition re-ran the hang"
+    assert first["status"] == second["status"] == other_point["status"] == "hung"
+    assert second["rep"] == 1 and second["hung_proven_at_rep"] == 0 and "proven once" in second["message"]
