@@ -14,6 +14,10 @@ starts inherits it):
 At the end (after xdist has stopped its workers) the session fails, listing what, if any process of the
 session, any new lab memory cgroup or any temporary file is left; then it removes them.
 
+``LAB_RECORD_SUITE=1 python -m pytest``: when the whole default suite passes, its wall time is written,
+stamped, to results/raw/suite.json, from which bench/run.py puts the suite's duration into the README
+(so the README's figure is a measurement, never typed). Any other run records nothing.
+
 Workers: ``python -m pytest`` runs on two xdist workers unless ``-n`` says otherwise; ``-n 0`` and
 ``-p no:xdist`` run in one process.
 """
@@ -66,7 +70,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if _is_xdist_worker(config):
         return  # the controller set the session up; workers inherited its environment
     session_tmp = Path(tempfile.mkdtemp(prefix="lab-session-"))
-    state = {"tmp": session_tmp, "cgroups_before": set(_lab_cgroups()), "observations": [], "left": []}
+    state = {"tmp": session_tmp, "cgroups_before": set(_lab_cgroups()), "observations": [], "left": [],
+             "started": time.monotonic()}
     config.stash[STATE] = state
     os.environ["LAB_SESSION"] = uuid.uuid4().hex
     os.environ["TMPDIR"] = str(session_tmp)
@@ -125,6 +130,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state["left"] = left
     if left and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if os.environ.get("LAB_RECORD_SUITE") and session.exitstatus == 0:
+        _record_suite_duration(config, time.monotonic() - state["started"])
+
+
+def _record_suite_duration(config: pytest.Config, seconds: float) -> None:
+    """Only the README's own command counts: no paths, no -k/-m selection."""
+    if config.args_source != pytest.Config.ArgsSource.TESTPATHS or config.option.keyword or config.option.markexpr:
+        return
+    from bench.run import RESULTS, machine_stamp
+
+    stats = config.pluginmanager.get_plugin("terminalreporter").stats
+    record = {"stamp": machine_stamp(), "seconds": round(seconds, 1), "passed": len(stats.get("passed", [])),
+              "skipped": len(stats.get("skipped", [])), "workers": getattr(config.option, "numprocesses", 0) or 0}
+    (RESULTS / "raw").mkdir(parents=True, exist_ok=True)
+    (RESULTS / "raw" / "suite.json").write_text(json.dumps(record, indent=1))
 
 
 def _read_observations(path: Path) -> list[dict[str, Any]]:

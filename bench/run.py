@@ -87,8 +87,7 @@ class Plan:
                    trace_items=30, overhead_tasks=500, overhead_rounds=1, article_10k=False)
 
 
-SWEEPS = ("matrix", "latency_workers", "latency_payload", "memory_tasks", "memory_payload", "memory_trace",
-          "overhead")
+SWEEPS = report.SWEEPS
 
 
 # -- measuring ---------------------------------------------------------------------------------------
@@ -241,7 +240,8 @@ def run_overhead(plan: Plan, tmp: Path) -> dict[str, Any]:
 
 
 # -- stamping ----------------------------------------------------------------------------------------
-def stamp(plan: Plan, started: float, seconds: dict[str, float]) -> dict[str, Any]:
+def machine_stamp() -> dict[str, Any]:
+    """Where and on what a figure was measured: machine, Python, packages (the lab's and every design's), commit."""
     def version(pkg):
         try:
             return metadata.version(pkg)
@@ -261,11 +261,17 @@ def stamp(plan: Plan, started: float, seconds: dict[str, float]) -> dict[str, An
         "python": platform.python_version(), "implementation": platform.python_implementation(),
         "os": platform.platform(), "kernel": platform.release(), "cpu": cpu, "cpus": os.cpu_count(),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "start_method": "spawn",
-        "packages": {p: version(p) for p in ("psutil", "memory-profiler", "matplotlib", "pytest-benchmark",
-                                             "pebble", "loky", "distributed")},
+        "packages": {p: version(p) for p in ("psutil", "memory-profiler", "matplotlib", "pytest-benchmark", "pytest-xdist",
+                                             *(v.requires for v in VARIANTS.values() if v.requires))},
         # Dirty means the code differs from the commit; results/ is this command's own output, not code.
         "git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain", "--", ".", ":!results")),
-        "oom_cgroup": cgroup.availability()[1], "mode": "quick" if plan.quick else "full",
+        "oom_cgroup": cgroup.availability()[1],
+    }
+
+
+def stamp(plan: Plan, started: float, seconds: dict[str, float]) -> dict[str, Any]:
+    return machine_stamp() | {
+        "mode": "quick" if plan.quick else "full",
         "reps": plan.reps, "sweeps": plan.sweeps, "bench_seconds": round(time.monotonic() - started, 1),
         "sweep_seconds": {k: round(v, 1) for k, v in seconds.items()},
     }
