@@ -144,6 +144,43 @@ def many_tiny_tasks(workers: int = 4, n: int = 1) -> Scenario:
               fault_clock="deadline", watchdog=TIMEOUT_WATCHDOG)
 
 
+# Serialization faults (CPython's test_deadlock.py, one per phase): what crosses the pipe can fail to
+# pickle or unpickle on either side, or kill the process doing it. Item 2 among 3 x workers items.
+SERIALIZATION = {
+    "item_unpicklable_in_parent": ("an item cannot be pickled by the parent", {"special": "ErrorAtPickle"}, None),
+    "item_unpicklable_in_worker": ("an item cannot be unpickled by the worker", {"special": "ErrorAtUnpickle"}, None),
+    "item_unpickling_kills_worker": ("unpickling an item kills the worker", {"special": "CrashAtUnpickle"}, None),
+    "result_unpicklable_in_worker": ("a result cannot be pickled by the worker", None,
+                                     {"type": "ReturnsAt", "returns": "ErrorAtPickle"}),
+    "result_pickling_kills_worker": ("pickling a result kills the worker", None,
+                                     {"type": "ReturnsAt", "returns": "CrashAtPickle"}),
+    "result_unpicklable_in_parent": ("a result cannot be unpickled by the parent", None,
+                                     {"type": "ReturnsAt", "returns": "ErrorAtUnpickle"}),
+    "exception_unpicklable": ("a worker raises an exception that cannot be pickled", None,
+                              {"type": "RaiseUnpicklableAt"}),
+}
+
+
+def serialization(name: str) -> Callable[..., Scenario]:
+    title, items_spec, job = SERIALIZATION[name]
+
+    def make(workers: int = 4, n: int = SMALL_N) -> Scenario:
+        return _s(name, workers, title, fault_item=2,
+                  job={"type": "Workload", "n": n, "delay": 0.3, **(job or {}), "at": 2},
+                  items=3 * workers, items_spec={"special_at": 2, **items_spec} if items_spec else None,
+                  watchdog=SHORT_WATCHDOG)
+    return make
+
+
+def blocking_source(workers: int = 4, n: int = SMALL_N) -> Scenario:
+    # The items come from a slow source (a paginated API: 2 s per item after the first `workers`), and
+    # meanwhile the worker busy on item 1 is SIGKILLed from outside. Noticed at once, or when the
+    # source next yields?
+    return _s("blocking_source", workers, "a worker is SIGKILLed while the items source blocks", fault_item=1,
+              job={"type": "Workload", "n": n, "delay": 0.5}, items=workers + 2, kill_worker_on_item=1,
+              items_spec={"slow_from": workers, "slow_seconds": 2.0}, watchdog=10)
+
+
 SCENARIOS: dict[str, Callable[..., Scenario]] = {
     "worker_raises": worker_raises,
     "worker_raises_every": worker_raises_every,
@@ -162,4 +199,6 @@ SCENARIOS: dict[str, Callable[..., Scenario]] = {
     "main_killed": main_killed,
     "ctrl_c": ctrl_c,
     "many_tiny_tasks": many_tiny_tasks,
+    "blocking_source": blocking_source,
+    **{name: serialization(name) for name in SERIALIZATION},
 }

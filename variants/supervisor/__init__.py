@@ -84,6 +84,32 @@ def describe_exit(exitcode: int | None) -> str:
     return f"worker was killed by {name} (exit code {exitcode})"
 
 
+def exit_fd(proc: multiprocessing.process.BaseProcess) -> tuple[int, bool]:
+    """An fd that becomes readable once ``proc`` has exited for good, and whether we must close it.
+
+    Not ``proc.sentinel`` alone: that pipe is readable as soon as the process has closed its files, and
+    we measured a worker on this kernel take up to ~1 s from there to an exit code (its threads still
+    exiting). A pidfd (Linux >= 5.3) is readable only when the process can be reaped.
+    """
+    try:
+        return os.pidfd_open(proc.pid), True
+    except (AttributeError, OSError):  # not Linux, an old kernel, or already reaped
+        return proc.sentinel, False
+
+
+def reap(proc: multiprocessing.process.BaseProcess, limit: float) -> None:
+    """Wait (at most ``limit`` s) until the process has exited for good, and collect its exit code."""
+    if proc.exitcode is not None:
+        return
+    fd, owned = exit_fd(proc)
+    try:
+        wait([fd], limit)
+    finally:
+        if owned:
+            os.close(fd)
+    proc.join(0)
+
+
 @dataclass
 class _Worker:
     proc: multiprocessing.process.BaseProcess
@@ -119,7 +145,8 @@ class _Supervisor:
         self.witness = _oom.Witness()
         self.retry: deque[int] = deque()  # positions to run (again): retries and tasks a dead worker held
         self.workers: list[_Worker] = []
-        self.stopping: list[tuple[multiprocessing.process.BaseProcess, float]] = []  # (process, SIGKILL at)
+        # workers being stopped: (process, SIGKILL at, exit fd, whether to close that fd)
+        self.stopping: list[tuple[multiprocessing.process.BaseProcess, float, int, bool]] = []
         self.failures: list[RunFailed] = []
         self.task_seconds: float | None = None  # running average of one task's duration in a worker
         self.item_bytes: float | None = None  # running average of one pickled item
@@ -167,26 +194,31 @@ class _Supervisor:
         self.retire(w)
         if w.proc.exitcode is None:
             w.proc.terminate()
-            self.stopping.append((w.proc, time.monotonic() + self.opt.grace))
-        else:
-            w.proc.join(0)
+            self.stopping.append((w.proc, time.monotonic() + self.opt.grace, *exit_fd(w.proc)))
 
-    def reap_stopping(self, now: float) -> None:
+    def reap_stopping(self, now: float, exited: set[int]) -> None:
+        """Forget the stopping workers whose exit fd was readable; SIGKILL those past their grace."""
         still = []
-        for proc, kill_at in self.stopping:
-            if proc.exitcode is not None:
+        for proc, kill_at, fd, owned in self.stopping:
+            if fd in exited or proc.exitcode is not None:
+                if owned:
+                    os.close(fd)
                 proc.join(0)
                 self.report.notes.append(f"stopped worker pid {proc.pid} (exit code {proc.exitcode})")
                 continue
             if now >= kill_at:
                 proc.kill()  # ignored SIGTERM for `grace` seconds
-                kill_at = math.inf  # its sentinel will say when it is gone
-            still.append((proc, kill_at))
+                kill_at = math.inf  # its exit fd will say when it is gone
+            still.append((proc, kill_at, fd, owned))
         self.stopping = still
 
     def stop_all(self, orderly: bool) -> None:
         """Orderly: ask idle workers to exit. Otherwise (or if they do not): SIGTERM, grace, SIGKILL."""
-        procs = [w.proc for w in self.workers] + [p for p, _ in self.stopping]
+        procs = [w.proc for w in self.workers] + [s[0] for s in self.stopping]
+        for _, _, fd, owned in self.stopping:
+            if owned:
+                os.close(fd)
+        self.stopping = []
         try:
             for w in self.workers:
                 if orderly:
@@ -195,24 +227,18 @@ class _Supervisor:
                     except OSError:
                         pass
                 elif w.proc.exitcode is None:
-                    w.proc.terminate()
-            for p, _ in self.stopping:
-                if p.exitcode is None:
-                    p.terminate()
+                    w.proc.terminate()  # workers already being stopped had their SIGTERM
             deadline = time.monotonic() + self.opt.grace
-            alive = [p for p in procs if p.exitcode is None]
-            while alive and (left := deadline - time.monotonic()) > 0:
-                wait([p.sentinel for p in alive], left)
-                alive = [p for p in alive if p.exitcode is None]
+            for p in procs:
+                reap(p, max(0.0, deadline - time.monotonic()))
         finally:  # whatever interrupted the above (a second Ctrl-C), every worker still gets SIGKILL
             for p in procs:
                 if p.exitcode is None:
                     p.kill()
             for p in procs:
-                p.join(JOIN_LIMIT)
+                reap(p, JOIN_LIMIT)
             for w in list(self.workers):
                 self.retire(w)
-            self.stopping = []
             self.witness.close()
 
     # -- items -----------------------------------------------------------------------------------
@@ -328,7 +354,7 @@ class _Supervisor:
         self.on_answers(w, msg)
 
     def on_death(self, w: _Worker) -> None:
-        w.proc.join(1)  # the sentinel (or EOF) says it is gone; join only reaps it
+        reap(w.proc, 1.0)  # the sentinel (or EOF) says it is going; this collects its exit code
         try:  # answers it sent before dying were delivered: take them first
             while w.conn.poll():
                 msg = w.conn.recv()
@@ -382,7 +408,7 @@ class _Supervisor:
             self.spawn()
 
     def next_deadline(self, now: float) -> float | None:
-        deadlines = [kill_at for _, kill_at in self.stopping]
+        deadlines = [s[1] for s in self.stopping]
         if self.opt.timeout is not None:
             deadlines.append(self.clock.start + self.opt.timeout)
         if self.opt.task_timeout is not None:
@@ -412,8 +438,8 @@ class _Supervisor:
             for w in self.workers:
                 by_fd[w.conn] = w
                 by_fd[w.proc.sentinel] = w
-            for proc, _ in self.stopping:
-                by_fd[proc.sentinel] = proc
+            for stopping in self.stopping:
+                by_fd[stopping[2]] = stopping[0]
             ready = wait(list(by_fd), timeout)
             # Messages first: a worker that sent its answers and then died still delivered them.
             for obj in ready:
@@ -425,7 +451,7 @@ class _Supervisor:
                 if isinstance(w, _Worker) and not isinstance(obj, Connection) and w in self.workers:
                     self.on_death(w)
             now = time.monotonic()
-            self.reap_stopping(now)
+            self.reap_stopping(now, {obj for obj in ready if isinstance(obj, int)})
             self.check_deadlines(now)
         if self.failures:
             first = self.failures[0]

@@ -16,9 +16,9 @@ from typing import Any
 
 from ..contract import _Rest
 
-# How long run() waits for this thread when it ends. The thread exits at once when it is waiting for
-# room or the loop, but not while it is inside the caller's next(items) (Python cannot interrupt that);
-# it then exits when that call returns, and 0.5 s keeps run() from waiting on a slow source.
+# How long run() waits for this thread when it ends, unless it is inside the caller's next(items) (Python
+# cannot interrupt that: it then exits when that call returns, and run() does not wait). Otherwise it is
+# waiting for room and exits as soon as it is told to stop: 0.5 s only bounds a machine that is stalled.
 JOIN_LIMIT = 0.5
 
 
@@ -32,6 +32,7 @@ class Source:
         self.exhausted = False
         self.error: BaseException | None = None  # what next(items) raised: re-raised by the loop, unchanged
         self.stopped = False
+        self.in_next = False  # the thread is inside next(items) now
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
         os.set_blocking(self.wake_r, False)
@@ -50,6 +51,7 @@ class Source:
             with self.next_lock:  # held until the item is in the buffer: _Rest never sees it half-taken
                 if self.stopped:
                     return
+                self.in_next = True
                 try:
                     item = next(self.iterator)
                 except StopIteration:
@@ -58,6 +60,8 @@ class Source:
                     item, end = e, "error"
                 else:
                     end = ""
+                finally:
+                    self.in_next = False
                 with self.cond:
                     if end == "exhausted":
                         self.exhausted = True
@@ -108,7 +112,8 @@ class Source:
         with self.cond:
             self.stopped = True
             self.cond.notify_all()
-        self.thread.join(JOIN_LIMIT)
+        if not self.in_next:  # inside next(items) it cannot be stopped: it exits when that call returns
+            self.thread.join(JOIN_LIMIT)
         for fd in (self.wake_r, self.wake_w):
             try:
                 os.close(fd)

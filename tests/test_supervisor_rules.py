@@ -1,0 +1,189 @@
+"""Each numbered rule in the supervisor's docstring, guarded by a test that fails when the rule is broken.
+
+These run the supervisor in this process (fast, direct); the experiments run it under the lab's harness.
+Each test names the regression it catches; the margins are named constants with their reasons.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import time
+import traceback
+
+import pytest
+
+import variants.supervisor as sup
+from variants.contract import RunFailed
+
+# Detection is one wake-up: measured 4-10 ms on an idle 2-core machine. 0.15 s leaves 15x for a loaded CI
+# machine, and a loop that sleeps 0.4 s before each wait (or polls every 0.4 s) misses it on most deaths:
+# five deaths in a row all under 0.15 s happen with probability (0.15 / 0.4)^5 < 1% for such a loop.
+FAST = 0.15
+DEATHS = 5
+
+
+def stamp_and_kill(path_and_item):
+    """Write the fault time, then SIGKILL this worker."""
+    path, item = path_and_item
+    with open(path, "a") as f:
+        f.write(json.dumps({"item": item, "t": time.monotonic()}) + "\n")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def sleep_for(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def raise_on_three(item):
+    if item == 3:
+        raise ValueError("item three is bad")  # RAISE-LINE
+    return item
+
+
+def identity(item):
+    return item
+
+
+def pdeathsig(_item):
+    """The signal this process gets when its parent dies (prctl PR_GET_PDEATHSIG)."""
+    sig = ctypes.c_int(0)
+    ctypes.CDLL(None, use_errno=True).prctl(2, ctypes.byref(sig))  # 2 == PR_GET_PDEATHSIG
+    return sig.value
+
+
+@pytest.mark.timeout(60)
+def test_rule1_each_death_is_noticed_at_once(tmp_path):
+    """Breaks if the loop polls or sleeps before waiting: five deaths, each noticed within FAST."""
+    path = str(tmp_path / "faults.jsonl")
+    noticed: dict[int, float] = {}
+    real_on_death = sup._Supervisor.on_death
+
+    def timed_on_death(self, w):
+        noticed[len(noticed)] = time.monotonic()
+        return real_on_death(self, w)
+
+    sup._Supervisor.on_death = timed_on_death
+    try:
+        with pytest.raises(RunFailed):
+            sup.run(stamp_and_kill, [(path, i) for i in range(DEATHS)], workers=1, on_error="continue")
+    finally:
+        sup._Supervisor.on_death = real_on_death
+    with open(path) as f:
+        faults = [json.loads(line)["t"] for line in f]
+    latencies = [noticed[i] - faults[i] for i in range(DEATHS)]
+    assert max(latencies) < FAST, latencies
+
+
+@pytest.mark.timeout(30)
+def test_rule1_an_idle_stretch_costs_no_wake_ups(monkeypatch):
+    """Breaks if the loop wakes on a timer: one 1.5 s task, and the loop's waits are counted."""
+    calls = []
+    real_wait = sup.wait
+
+    def counting_wait(objects, timeout=None):
+        calls.append(timeout)
+        return real_wait(objects, timeout)
+
+    monkeypatch.setattr(sup, "wait", counting_wait)
+    sup.run(sleep_for, [1.5], workers=1)
+    # ready message, the answer, the items thread's end: a handful of events, however long the task.
+    # A 0.1 s poll would make 15 more.
+    assert len(calls) <= 8, calls
+
+
+@pytest.mark.timeout(30)
+def test_rule1_a_blocking_source_delays_no_detection(tmp_path):
+    """Breaks if items are read on the loop: a death while next(items) blocks is noticed at once."""
+    path = str(tmp_path / "faults.jsonl")
+
+    def slow_items():
+        yield (path, 0)
+        time.sleep(3.0)  # a paginated API taking its time
+        yield (path, 1)
+
+    t0 = time.monotonic()
+    with pytest.raises(RunFailed) as info:
+        sup.run(stamp_and_kill, slow_items(), workers=1)
+    raised = time.monotonic()
+    with open(path) as f:
+        fault = json.loads(f.readline())["t"]
+    assert info.value.kind == "worker_died" and info.value.item == (path, 0)
+    assert raised - fault < FAST and raised - t0 < 3.0, (raised - fault, raised - t0)
+
+
+@pytest.mark.timeout(30)
+def test_rule2_task_timeout_counts_from_the_real_start():
+    """Breaks if the deadline counts from when the item was pulled or sent: the second task waits 0.6 s
+    queued behind the first, then runs 0.6 s, well inside its 0.9 s limit."""
+    report = sup.run(sleep_for, [0.6, 0.6], workers=1, task_timeout=0.9)
+    assert report.completed == 2
+
+
+@pytest.mark.timeout(30)
+def test_rule2_the_task_is_charged_not_its_neighbours():
+    """Breaks if a hang is charged to a queued item: 1 worker, tiny tasks queued behind a hang."""
+    items = [0.0] * 50 + [30.0] + [0.0] * 50
+    with pytest.raises(RunFailed) as info:
+        sup.run(sleep_for, items, workers=1, task_timeout=0.5, on_error="continue")
+    fates = info.value.report.fates
+    assert [(f.item, f.kind) for f in fates] == [(30.0, "task_timeout")]
+    assert info.value.report.completed == 100
+
+
+@pytest.mark.timeout(60)
+def test_rule3_finished_items_are_counted_not_kept():
+    """Breaks if the report (or the loop) keeps finished items: 200,000 tiny tasks leave nothing tracked."""
+    report = sup.run(identity, range(200_000), workers=2)
+    assert report.completed == report.pulled == 200_000
+    assert report.fates == [] and len(report._open) == 0
+
+
+@pytest.mark.parametrize("grace", [float("inf"), float("nan"), True, -1, "1"])
+def test_rule4_grace_must_be_finite(grace):
+    """Breaks if a grace that cannot end (inf) or is not a number passes: the stop would never reach SIGKILL."""
+    with pytest.raises(ValueError, match="grace"):
+        sup.run(identity, range(3), grace=grace)
+
+
+@pytest.mark.timeout(30)
+def test_rule4_workers_die_with_the_parent_by_the_kernel():
+    """Breaks if PR_SET_PDEATHSIG is dropped: each worker asks the kernel for SIGKILL on the parent's death."""
+    got = []
+    sup.run(pdeathsig, range(2), workers=2, on_result=lambda item, sig: got.append(sig))
+    assert got == [signal.SIGKILL, signal.SIGKILL]
+
+
+@pytest.mark.timeout(30)
+def test_rule5_remaining_is_exactly_what_is_left():
+    """Breaks if remaining() misses the items never pulled or repeats done ones."""
+    done = []
+    with pytest.raises(RunFailed) as info:
+        sup.run(raise_on_three, iter(range(1000)), workers=2, on_result=lambda i, r: done.append(i))
+    left = list(info.value.report.remaining())
+    assert sorted(done + left) == list(range(1000)), (len(done), len(left))
+    assert left[0] == 3 or 3 in left
+
+
+@pytest.mark.timeout(30)
+def test_rule5_the_items_own_error_carries_the_report():
+    def items():
+        yield from range(5)
+        raise LookupError("the source broke")
+
+    with pytest.raises(LookupError) as info:
+        sup.run(identity, items(), workers=2)
+    assert info.value.report.completed + len(list(info.value.report.remaining())) == 5
+
+
+@pytest.mark.timeout(30)
+def test_rule6_a_worker_error_shows_the_jobs_line():
+    """Breaks if the worker's traceback is dropped: the printed failure names this file and the raise line."""
+    with pytest.raises(RunFailed) as info:
+        sup.run(raise_on_three, range(6), workers=2)
+    text = "".join(traceback.format_exception(info.value))
+    assert __file__ in text and "RAISE-LINE" in text and "ValueError: item three is bad" in text
+    assert info.value.report.fates[0].traceback is not None
