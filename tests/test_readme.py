@@ -190,6 +190,9 @@ def test_the_resume_recipe_finishes_the_job(project):
     got = json.loads(r.stdout)
     todo, done = got["todo"], got["done"]
     assert 13 in todo, "the failed item is left to do"
+    # Items are pulled in order, so "the unfinished ones in pull order, then the ones never pulled" is
+    # ascending, each once.
+    assert todo == sorted(set(todo)), todo
     assert len(todo) < 40, "the first run finished some items before the fault"
     assert sorted(done) == list(range(40)), "over both runs every item was saved exactly once"
     assert got["completed"] == len(todo)
