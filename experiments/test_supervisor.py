@@ -79,3 +79,83 @@ def test_no_thread_or_process_outlives_run(scenario):
     assert o.result["children_alive"] == [], o.result["children_alive"]
     assert o.exit_latency is not None and o.exit_latency <= PROMPT, "the process exits as soon as run() is back"
     assert o.detect_latency is not None and o.detect_latency <= GRACE + PROMPT
+
+
+# -- tiny tasks: batches, still exact ------------------------------------------------------------------
+TINY = 20_000
+CULPRIT = 12_345
+# A hang among tiny tasks is reported this long after its deadline at most: measured 5-20 ms; 0.3 s is
+# 15x that for a loaded machine, and well below the 0.5 s task_timeout a mis-dated start would add.
+TINY_LATE = 0.3
+
+
+@pytest.mark.timeout(60)
+def test_tiny_tasks_a_sigkill_names_its_item():
+    o = run_scenario(VARIANT, job={"type": "KillSelfAt", "at": CULPRIT, "n": 1}, items=TINY,
+                     run_kwargs={"workers": 2}, watchdog=30)
+    assert (o.status, o.kind, o.item, o.exitcode) == ("raised", "worker_died", CULPRIT, -9), o.stderr[-2000:]
+
+
+@pytest.mark.timeout(60)
+def test_tiny_tasks_a_hang_times_out_from_its_own_start():
+    o = run_scenario(VARIANT, job={"type": "HangAt", "at": CULPRIT, "n": 1}, items=TINY,
+                     run_kwargs={"workers": 2, "task_timeout": 0.5}, fault_clock="task_deadline", watchdog=30)
+    assert (o.status, o.kind, o.item) == ("raised", "task_timeout", CULPRIT), o.stderr[-2000:]
+    assert o.detect_latency is not None and -0.05 <= o.detect_latency <= TINY_LATE, o.detect_latency
+
+
+@pytest.mark.timeout(60)
+def test_tiny_tasks_a_death_loses_no_queued_item():
+    """The tasks queued behind the culprit in its worker run elsewhere: every other item is done once."""
+    o = run_scenario(VARIANT, job={"type": "KillSelfAt", "at": CULPRIT, "n": 1}, items=TINY,
+                     run_kwargs={"workers": 2, "on_error": "continue"}, watchdog=30)
+    report = o.result["report"]
+    assert o.status == "raised" and o.item == CULPRIT, o.stderr[-2000:]
+    assert report["fates"] == {"done": TINY - 1, "failed": 1, "never_run": 0}, report
+    assert o.result["callback_calls"] == TINY - 1 and o.result["callback_repeats"] == 0
+
+
+# -- memory: in proportion to what is unfinished ------------------------------------------------------
+ITEM_BYTES = 2 << 20
+# 10x more 2 MiB items must not grow the parent's peak by more than a quarter (the issue's bound): what
+# is in flight is the same; keeping each item would add 720 MiB between 40 and 400 items.
+GROWTH_MAX = 1.25
+
+
+@pytest.mark.timeout(180)
+def test_ten_times_more_large_items_same_peak_memory():
+    peaks = []
+    for count in (40, 400):
+        o = run_scenario(VARIANT, job={"type": "Workload", "n": 1000}, items=count, run_kwargs={"workers": 4},
+                         items_spec={"payload_bytes": ITEM_BYTES}, watchdog=120)
+        assert o.status == "returned", o.stderr[-2000:]
+        peaks.append(o.result["peak_rss_mb"])
+    assert peaks[1] <= GROWTH_MAX * peaks[0], peaks
+
+
+# -- the OOM verdict is about this worker ---------------------------------------------------------------
+@pytest.mark.timeout(90)
+def test_kill_9_while_another_process_is_oom_killed_is_not_called_oom():
+    from experiments.lab import cgroup
+
+    ok, why = cgroup.availability()
+    if not ok:
+        pytest.skip(why)
+    o = run_scenario(VARIANT, job={"type": "KillSelfAfterOtherOomAt", "at": 2, "n": 1000, "delay": 0.2},
+                     items=8, run_kwargs={"workers": 2}, watchdog=40)
+    assert (o.status, o.kind, o.item, o.exitcode) == ("raised", "worker_died", 2, -9), o.stderr[-2000:]
+    assert "OOM killer did it" not in o.result["message"], o.result["message"]
+    assert "not the OOM killer" in o.result["message"] or "no OOM kill" in o.result["message"], o.result["message"]
+
+
+@pytest.mark.timeout(60)
+def test_a_real_oom_kill_is_called_oom():
+    from experiments.lab import cgroup
+
+    ok, why = cgroup.availability()
+    if not ok:
+        pytest.skip(why)
+    o = run_scenario(VARIANT, job={"type": "OomAt", "at": 2, "n": 1000, "delay": 0.2, "limit_mb": 64}, items=8,
+                     run_kwargs={"workers": 2}, watchdog=30)
+    assert (o.status, o.kind, o.item, o.exitcode) == ("raised", "worker_died", 2, -9), o.stderr[-2000:]
+    assert "OOM killer did it" in o.result["message"], o.result["message"]

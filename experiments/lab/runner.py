@@ -91,7 +91,8 @@ def main(spec: dict[str, Any]) -> None:
             print(len(result), flush=True)  # the article's callback prints len(result)
         if db is not None:
             pipeline.save(db, item, result)
-        calls[item] = calls.get(item, 0) + 1
+        key = int(item) if isinstance(item, int) else item  # not the item: a Payload carries megabytes
+        calls[key] = calls.get(key, 0) + 1
 
     out: dict[str, Any] = {"variant": spec["variant"], "pid": os.getpid(), "python": sys.version.split()[0]}
     kwargs = dict(spec.get("run_kwargs", {}))
