@@ -90,7 +90,7 @@ EXPECTED = {
     "exception_unpicklable": {
         "pool": named("worker_error", why="MaybeEncodingError instead of the job's exception"),
         "as_completed": named("worker_error", detect=SLOW, why="the pickling error replaces the job's exception"),
-        "callback_monitor": Expect("raised", "worker_error", culprit=False, detect_max=PROMPT),
+        "callback_monitor": Expect("raised", "worker_error", culprit=False, detect_max=SLOW),
         "supervisor": named("worker_error", why="the worker sends text, never the exception object"),
         "pebble_pool": named("worker_error", why="the pickling error replaces the job's exception"),
         "loky_executor": broken(exitcode=1, why="TerminatedWorkerError: the worker dies trying to send it"),
@@ -108,10 +108,13 @@ ORIGINAL = {
     "exception_unpicklable": "UnpicklableError: job failed on item 2",
 }
 # mpire and billiard, measured: both hang on almost every serialization fault (their result handlers
-# drop what they cannot read); billiard notices a worker killed while pickling its result (WorkerLostError).
+# drop what they cannot read); a worker that dies is noticed by both (mpire without the item).
 for _fault in SERIALIZATION:
     EXPECTED[_fault]["mpire_pool"] = HANG
     EXPECTED[_fault]["billiard_pool"] = HANG
+for _fault in ("item_unpickling_kills_worker", "result_pickling_kills_worker"):
+    EXPECTED[_fault]["mpire_pool"] = Expect("raised", "worker_died", culprit=False,
+                                            why="mpire's liveness check: 'Worker-N died unexpectedly', no item")
 EXPECTED["result_pickling_kills_worker"]["billiard_pool"] = named(
     "worker_died", exitcode=-9, detect=12.0, why="WorkerLostError names the signal and the job, within its "
                                                 "lost-worker timeout (10 s at most)")
