@@ -7,6 +7,7 @@ import pytest
 from experiments.expect import DASK_STOP, PEBBLE_STOP, PROMPT, SLACK, Expect, check, expected_for, params
 from experiments.lab.harness import run_scenario
 from experiments.lab.scenarios import hang_ignoring_sigterm
+from experiments.test_peer_libraries import MPIRE_STOP
 
 SC = hang_ignoring_sigterm()
 GRACE = 1.0  # the supervisor's default SIGTERM -> SIGKILL grace period
@@ -25,6 +26,11 @@ EXPECTED = {
     "loky_executor": Expect("raised", "timeout", detect_max=PROMPT,
                             why="shutdown(kill_workers=True) sends SIGKILL straight away"),
     "dask_distributed": Expect("raised", "timeout", detect_max=DASK_STOP),
+    "mpire_pool": Expect("raised", "timeout", detect_max=MPIRE_STOP,
+                         why="terminate() first sends SIGUSR1, which mpire turns into an exception inside the "
+                             "job: a job in Python code is stopped whatever it does with SIGTERM"),
+    "billiard_pool": Expect("hung", left_running=True,
+                            why="terminate() SIGTERMs every worker, then joins them with no limit"),
 }
 
 

@@ -7,6 +7,7 @@ import pytest
 from experiments.expect import DASK_STOP, POLL, PROMPT, SLACK, Expect, check, expected_for, params
 from experiments.lab.harness import run_scenario
 from experiments.lab.scenarios import ctrl_c, main_killed, main_raises
+from experiments.test_peer_libraries import BILLIARD_STOP, MPIRE_STOP
 
 # main_raises: 40 tasks of 0.5 s, the items iterator raises at index 10, the run's timeout is 4 s.
 TASKS_BEFORE_RAISE = 10 * 0.5 / 4  # what as_completed's with-block waits for before propagating
@@ -24,6 +25,9 @@ EXPECTED_RAISES = {
     "loky_executor": Expect("raised", "RuntimeError", detect_max=PROMPT, exit_max=PROMPT),
     "dask_distributed": Expect("raised", "RuntimeError", detect_max=DASK_STOP, exit_max=PROMPT,
                                why="propagates once the cluster is closed"),
+    "mpire_pool": Expect("raised", "RuntimeError", detect_max=MPIRE_STOP, exit_max=PROMPT),
+    "billiard_pool": Expect("raised", "RuntimeError", detect_max=BILLIARD_STOP, exit_max=PROMPT,
+                            why="propagates once terminate() has waited 5 s for the queued tasks"),
 }
 
 # main_killed: SIGKILL the main process while 4 tasks of 1 s run; watch its processes for 3 s.
@@ -41,6 +45,10 @@ EXPECTED_KILLED = {
     "loky_executor": Expect("parent_killed", left_running=True, why="loky's workers outlive the parent"),
     "dask_distributed": Expect("parent_killed", left_running=False,
                                why="nannies and workers notice the parent is gone and exit"),
+    "mpire_pool": Expect("parent_killed", left_running=True, why="mpire's workers outlive the parent"),
+    "billiard_pool": Expect("parent_killed", left_running=False,
+                            why="no PDEATHSIG (billiard.util has set_pdeathsig; the pool never calls it): workers "
+                                "finish their task, read EOF on the task pipe and exit (~1 s)"),
 }
 ORPHAN_EXIT_MAX = 1.0  # the supervisor's goal: every worker gone within 1 s of the parent's death
 
@@ -54,6 +62,9 @@ EXPECTED_CTRL_C = {
     "pebble_pool": Expect("raised", "KeyboardInterrupt", detect_max=PROMPT, exit_max=PROMPT),
     "loky_executor": Expect("raised", "KeyboardInterrupt", detect_max=PROMPT, exit_max=PROMPT),
     "dask_distributed": Expect("raised", "KeyboardInterrupt", detect_max=DASK_STOP, exit_max=PROMPT),
+    "mpire_pool": Expect("raised", "KeyboardInterrupt", detect_max=MPIRE_STOP, exit_max=PROMPT),
+    "billiard_pool": Expect("raised", "KeyboardInterrupt", detect_max=BILLIARD_STOP, exit_max=PROMPT,
+                            why="propagates once terminate() has waited 5 s for the queued tasks"),
 }
 
 

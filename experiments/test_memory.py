@@ -32,6 +32,8 @@ EXPECTED = {
     # Not in the suite: 375 results of 8 MB through dask's scheduler took over 2 minutes here (the watchdog
     # fired at 200 tasks); bench/run.py measures dask's memory at smaller counts instead.
     "dask_distributed": "skip",
+    "mpire_pool": "flat",
+    "billiard_pool": "flat",
 }
 
 

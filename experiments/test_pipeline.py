@@ -88,6 +88,8 @@ EXPECTED = {
         "pebble_pool": Expect("raised", "worker_died", culprit=True, exitcode=-9),
         "loky_executor": Expect("raised", "worker_died", culprit=False, exitcode=-9),
         "dask_distributed": Expect("raised", "worker_died", culprit=True),
+        "mpire_pool": Expect("raised", "worker_died", culprit=False),
+        "billiard_pool": Expect("raised", "worker_died", culprit=True, exitcode=-9),
     },
     "never": {
         "pool": Expect("raised", "timeout", culprit=False),
@@ -97,6 +99,8 @@ EXPECTED = {
         "pebble_pool": Expect("raised", "task_timeout", culprit=True),
         "loky_executor": Expect("raised", "timeout", culprit=False),
         "dask_distributed": Expect("raised", "timeout", culprit=False),
+        "mpire_pool": Expect("raised", "task_timeout", culprit=True),
+        "billiard_pool": Expect("raised", "task_timeout", culprit=True),
     },
 }
 MODES = [pytest.param(m, marks=pytest.mark.skipif(m == "huge" and not OOM_OK, reason=f"no real OOM kill: {OOM_WHY}"))

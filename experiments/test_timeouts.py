@@ -9,6 +9,7 @@ import pytest
 from experiments.expect import DASK_STOP, POLL, PROMPT, SLACK, Expect, check, expected_for, params
 from experiments.lab.harness import run_scenario
 from experiments.lab.scenarios import hang_no_timeout, hang_with_timeout, run_timeout, task_timeout
+from experiments.test_peer_libraries import BILLIARD_STOP, BILLIARD_TIMEOUT_PERIOD, MPIRE_POLL, MPIRE_STOP
 
 # Timeout scenarios measure detection from the deadline (start + timeout): the overshoot.
 # callback_monitor checks the clock only at its polls (5 s, 10 s, ...): with a 3 s limit it fires at
@@ -26,6 +27,10 @@ EXPECTED_RUN_TIMEOUT = {
     "pebble_pool": Expect("raised", "timeout", detect_max=PROMPT),
     "loky_executor": Expect("raised", "timeout", detect_max=PROMPT),
     "dask_distributed": Expect("raised", "timeout", detect_max=DASK_STOP),
+    "mpire_pool": Expect("raised", "timeout", detect_max=MPIRE_STOP),
+    "billiard_pool": Expect("hung", left_running=None,
+                            why="the deadline is noticed, but terminate() waits 5 s more for the queued 2 s tasks: "
+                                "past the 9 s watchdog"),
 }
 
 EXPECTED_HANG_WITH_TIMEOUT = {
@@ -39,12 +44,15 @@ EXPECTED_HANG_WITH_TIMEOUT = {
     "loky_executor": Expect("raised", "timeout", detect_max=PROMPT),
     "dask_distributed": Expect("raised", "timeout", detect_max=DASK_STOP,
                                why="closing the cluster waits for the hung task up to the close limits"),
+    "mpire_pool": Expect("raised", "timeout", detect_max=MPIRE_STOP),
+    "billiard_pool": Expect("raised", "timeout", detect_max=BILLIARD_STOP,
+                            why="every other task ended before the deadline: nothing queued for terminate() to wait for"),
 }
 
 EXPECTED_HANG_NO_TIMEOUT = {
     name: Expect("hung", left_running=True, why="with no limit at all, a hang looks like slow work to every design")
     for name in ("pool", "as_completed", "callback_monitor", "supervisor", "pebble_pool", "loky_executor",
-                 "dask_distributed")
+                 "dask_distributed", "mpire_pool", "billiard_pool")
 }
 
 NOT_SUPPORTED = Expect("raised", "NotImplementedError", left_running=False,
@@ -59,6 +67,12 @@ EXPECTED_TASK_TIMEOUT = {
                           why="schedule(timeout=...): pebble stops that worker and fails that task"),
     "loky_executor": NOT_SUPPORTED,
     "dask_distributed": NOT_SUPPORTED,
+    "mpire_pool": Expect("raised", "task_timeout", culprit=True, detect_max=MPIRE_POLL + MPIRE_STOP,
+                         why="mpire's timeout thread (0.1 s) fails that task with TimeoutError and sends SIGUSR1, "
+                             "which raises inside the job"),
+    "billiard_pool": Expect("raised", "task_timeout", culprit=True, detect_max=BILLIARD_TIMEOUT_PERIOD + BILLIARD_STOP,
+                            why="soft limit: billiard's timeout thread (1 s period) sends SIGUSR1 and the job raises "
+                                "SoftTimeLimitExceeded, its own error"),
 }
 
 

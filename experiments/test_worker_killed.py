@@ -7,6 +7,7 @@ import pytest
 from experiments.expect import DASK_STOP, PROMPT, Expect, check, expected_for, params
 from experiments.lab.harness import run_scenario
 from experiments.lab.scenarios import worker_crash, worker_killed
+from experiments.test_peer_libraries import BILLIARD_DEATH, BILLIARD_LOST_WAIT, MPIRE_STOP
 
 BROKEN = "A process in the process pool was terminated abruptly"
 
@@ -27,6 +28,13 @@ def _died(exitcode=None, dask=None):
         "loky_executor": Expect("raised", "worker_died", culprit=False, exitcode=exitcode, detect_max=PROMPT,
                                 why="TerminatedWorkerError on every unfinished task; the exit code is in its text"),
         "dask_distributed": dask,
+        "mpire_pool": Expect("raised", "worker_died", culprit=False, detect_max=MPIRE_STOP,
+                             why="mpire's 0.1 s death watch fails every pending task with RuntimeError('Worker-N died "
+                                 "unexpectedly'): no item, no exit code, no mention of OOM"),
+        "billiard_pool": Expect("raised", "worker_died", culprit=True, exitcode=exitcode, detect_min=BILLIARD_LOST_WAIT,
+                                detect_max=BILLIARD_DEATH,
+                                why="WorkerLostError on the task the worker had taken, naming the signal, once "
+                                    "lost_worker_timeout has passed (1 s here; billiard's default is 10 s)"),
     }
 
 

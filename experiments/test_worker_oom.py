@@ -8,6 +8,7 @@ from experiments.expect import DASK_STOP, PROMPT, Expect, check, expected_for, p
 from experiments.lab import cgroup
 from experiments.lab.harness import run_scenario
 from experiments.lab.scenarios import worker_oom
+from experiments.test_peer_libraries import BILLIARD_DEATH, BILLIARD_LOST_WAIT, MPIRE_STOP
 
 OK, WHY = cgroup.availability()
 pytestmark = [pytest.mark.oom, pytest.mark.skipif(not OK, reason=f"no real OOM kill possible here: {WHY}")]
@@ -25,6 +26,10 @@ EXPECTED = {
     "loky_executor": Expect("raised", "worker_died", culprit=False, exitcode=-9, detect_max=PROMPT),
     "dask_distributed": Expect("raised", "worker_died", culprit=True, detect_max=DASK_STOP + 10,
                                why="the item OOMs on every worker it is retried on: KilledWorker after 4 deaths"),
+    "mpire_pool": Expect("raised", "worker_died", culprit=False, detect_max=MPIRE_STOP,
+                         why="'Worker-N died unexpectedly' on every pending task: the message says nothing of OOM"),
+    "billiard_pool": Expect("raised", "worker_died", culprit=True, exitcode=-9, detect_min=BILLIARD_LOST_WAIT,
+                            detect_max=BILLIARD_DEATH, why="WorkerLostError: signal 9 (SIGKILL), on the taken task"),
 }
 
 

@@ -9,6 +9,7 @@ import pytest
 from experiments.expect import DASK_STOP, POLL, PROMPT, SLACK, Expect, check, expected_for, params
 from experiments.lab.harness import run_scenario
 from experiments.lab.scenarios import worker_raises, worker_raises_every
+from experiments.test_peer_libraries import BILLIARD_STOP, MPIRE_STOP
 
 LONE = worker_raises()
 # The lone failure happens ~0.1 s into a run whose healthy length is 7 s (28 tasks of 1 s, 4 workers).
@@ -28,6 +29,10 @@ EXPECTED_LONE = {
     "loky_executor": Expect("raised", "worker_error", culprit=True, detect_max=PROMPT),
     "dask_distributed": Expect("raised", "worker_error", culprit=True, detect_max=DASK_STOP,
                                why="noticed at once; run() raises after the cluster is closed"),
+    "mpire_pool": Expect("raised", "worker_error", culprit=True, detect_max=MPIRE_STOP,
+                         why="noticed at once; run() raises once terminate() has drained mpire's queues (~1 s)"),
+    "billiard_pool": Expect("raised", "worker_error", culprit=True, detect_max=BILLIARD_STOP,
+                            why="noticed at once; terminate() then waits for the tasks the workers had taken"),
 }
 
 # Every item fails, so "the culprit" is whichever failure is seen first: "any" checks an item is named.
@@ -40,6 +45,8 @@ EXPECTED_EVERY = {
     "pebble_pool": Expect("raised", "worker_error", culprit="any", detect_max=PROMPT),
     "loky_executor": Expect("raised", "worker_error", culprit="any", detect_max=PROMPT),
     "dask_distributed": Expect("raised", "worker_error", culprit="any", detect_max=DASK_STOP),
+    "mpire_pool": Expect("raised", "worker_error", culprit="any", detect_max=MPIRE_STOP),
+    "billiard_pool": Expect("raised", "worker_error", culprit="any", detect_max=BILLIARD_STOP),
 }
 
 

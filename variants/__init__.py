@@ -52,4 +52,6 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("pebble_pool", "variants.pebble_pool", requires="pebble"),
     Variant("loky_executor", "variants.loky_executor", requires="loky"),
     Variant("dask_distributed", "variants.dask_distributed", requires="distributed"),
+    Variant("mpire_pool", "variants.mpire_pool", requires="mpire"),
+    Variant("billiard_pool", "variants.billiard_pool", requires="billiard"),
 )}

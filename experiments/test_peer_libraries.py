@@ -1,0 +1,129 @@
+"""What mpire's and billiard's documentation says about faults, checked; and the delays their rows are bounded by.
+
+The constants are the libraries' own delays, measured (the other experiment files import them for the
+``mpire_pool`` and ``billiard_pool`` rows); the tests check the claims the rows rely on.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import re
+import signal
+import time
+
+import pytest
+
+from experiments.expect import PROMPT, Expect, check
+from experiments.lab.harness import run_scenario
+from experiments.lab.scenarios import worker_killed
+from variants import VARIANTS
+
+# mpire's terminate(), which every mpire fault path runs before run() raises, drains each worker's task
+# queue and the result queue in a process of its own, one after another (spawn: a fresh interpreter each):
+# 0.85-1.0 s measured with 4 workers on an idle machine, 1.9-2.2 s after a worker died (its death watch
+# stops the pool first), and up to 4.7 s with the other core busy. 5 s bounds that; a scenario whose
+# watchdog is 5 s can see mpire as hung on a loaded machine.
+MPIRE_STOP = 5.0
+# mpire's handler threads (death watch, timeouts) sleep this long between checks.
+MPIRE_POLL = 0.1
+# billiard's terminate(), which every billiard fault path runs before run() raises: SIGTERM, each worker
+# sleeps 1 s in its exit path, then, while tasks are still unfinished (queued ones no worker will run
+# now), its result handler waits 5 s more before giving up on them (polling every 1 s): 6.6-7.7 s
+# measured after a fault with tasks queued, ~1.5 s when none is. 10 s bounds a loaded 2-core machine;
+# scenarios whose watchdog is shorter than the fault's time plus this see billiard as hung.
+BILLIARD_STOP = 10.0
+# billiard's Supervisor thread looks for exited workers every 0.8 s, its TimeoutHandler for expired
+# limits every 1.0 s: a death or a limit is seen up to that late.
+BILLIARD_SUPERVISOR_PERIOD = 0.8
+BILLIARD_TIMEOUT_PERIOD = 1.0
+# The variant's lost-worker wait (billiard's default is 10 s, measured below), and a death's detection:
+# seen by the supervisor, then the wait, then terminate().
+BILLIARD_LOST_WAIT = 1.0
+BILLIARD_LOST_DEFAULT = 10.0
+BILLIARD_DEATH = BILLIARD_SUPERVISOR_PERIOD + BILLIARD_LOST_WAIT + BILLIARD_STOP
+
+
+def _needs(variant: str):
+    ok, why = VARIANTS[variant].available()
+    return pytest.mark.skipif(not ok, reason=why)
+
+
+@_needs("billiard_pool")
+@pytest.mark.timeout(60)
+def test_billiard_default_lost_worker_wait_is_ten_seconds_and_names_the_signal():
+    """billiard waits lost_worker_timeout (10 s by default) for a result a dead worker may have sent."""
+    sc = worker_killed()
+    kwargs = {**sc.kwargs, "run_kwargs": {**sc.kwargs["run_kwargs"], "lost_worker_timeout": None},
+              "watchdog": BILLIARD_LOST_DEFAULT + BILLIARD_DEATH + 5}
+    o = run_scenario("billiard_pool", **kwargs)
+    check(o, Expect("raised", "worker_died", culprit=True, exitcode=-9, detect_min=BILLIARD_LOST_DEFAULT,
+                    detect_max=BILLIARD_LOST_DEFAULT + BILLIARD_DEATH), fault_item=sc.fault_item)
+    assert re.search(r"WorkerLostError: Worker exited prematurely: signal 9 \(SIGKILL\) Job: \d+\.",
+                     o.result["message"]), o.result["message"]
+
+
+@_needs("billiard_pool")
+@pytest.mark.timeout(60)
+def test_billiard_workers_have_no_parent_death_signal():
+    """billiard ships set_pdeathsig (billiard.util) but its Pool never calls it: a worker's is 0."""
+    import billiard
+    from billiard.pool import Pool
+    from billiard.util import get_pdeathsig
+
+    pool = Pool(processes=1, context=billiard.get_context("spawn"))
+    try:
+        assert pool.apply_async(get_pdeathsig).get(timeout=30) == 0
+    finally:
+        pool.terminate()
+
+
+@_needs("billiard_pool")
+@pytest.mark.timeout(60)
+def test_billiard_ignores_per_call_limits_on_a_pool_created_without_one():
+    """apply_async(soft_timeout=..., timeout=...) is silently ignored unless the Pool has a limit of its own."""
+    import billiard
+    from billiard.pool import Pool
+
+    pool = Pool(processes=1, context=billiard.get_context("spawn"))
+    try:
+        r = pool.apply_async(time.sleep, (3,), soft_timeout=0.5, timeout=1.0)
+        r.wait(timeout=30)
+        assert r.ready() and r.successful(), "the 3 s task ran to the end despite its 1 s limit"
+    finally:
+        pool.terminate()
+
+
+@_needs("mpire_pool")
+@pytest.mark.timeout(60)
+def test_mpire_reports_a_dead_worker_without_oom_exit_code_or_task():
+    """mpire 2.10.2: every pending task fails with RuntimeError('Worker-N died unexpectedly'), seen within
+    its 0.1 s liveness check; the message says nothing of OOM, the signal or which task the worker ran."""
+    from mpire import WorkerPool
+
+    from variants._as_future import settled_by_callbacks
+
+    pool = WorkerPool(n_jobs=2, start_method="spawn")
+    try:
+        pid_futures = []
+        for _ in range(4):
+            f, ok, err = settled_by_callbacks()
+            pool.apply_async(os.getpid, callback=ok, error_callback=err)
+            pid_futures.append(f)
+        pid = pid_futures[0].result(timeout=30)
+        busy = []
+        for _ in range(4):
+            f, ok, err = settled_by_callbacks()
+            pool.apply_async(time.sleep, (10,), callback=ok, error_callback=err)
+            busy.append(f)
+        time.sleep(0.5)  # let both workers take a task; there is no event to wait on from outside mpire
+        killed = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        done, _ = cf.wait(busy, timeout=10, return_when=cf.FIRST_COMPLETED)
+        noticed = time.monotonic() - killed
+        assert done and noticed <= MPIRE_POLL + PROMPT, noticed
+        cf.wait(busy, timeout=PROMPT)
+        errors = {repr(f.exception(timeout=0)) for f in busy}
+        assert len(errors) == 1 and re.fullmatch(r"RuntimeError\('Worker-\d died unexpectedly'\)", errors.pop())
+    finally:
+        pool.terminate()

@@ -1,0 +1,97 @@
+"""A dead worker's own task fails with WorkerLostError naming the signal, but only after a deliberate wait (10 s by default).
+
+``billiard.pool.Pool`` (Celery's fork of multiprocessing.Pool, spawn context), ``apply_async`` per item with
+billiard's two per-task limits, driven by the bounded-submission loop in ``variants._bounded``.
+``apply_async`` returns an ``ApplyResult``; its callbacks settle a Future (``variants._as_future``).
+
+    In the main process                                   |  billiard worker processes
+                                                          |
+    bounded loop: apply_async(job, item, soft, hard) -----+--> ACK(job, pid), then job(item)
+      wait(futures, FIRST_COMPLETED, deadline)            |
+    billiard's threads:                                   |
+      Supervisor (every 0.8 s): a worker exited -> the job it ACKed is "lost"; after
+                   lost_worker_timeout -> WorkerLostError("Worker exited prematurely: signal 9 (SIGKILL) Job: N.")
+      TimeoutHandler (every 1 s): soft limit -> SIGUSR1 (SoftTimeLimitExceeded inside the job);
+                   hard limit -> TimeLimitExceeded on the task, SIGTERM, 0.1 s, SIGKILL
+    fault: pool.terminate(): SIGTERM every worker (each sleeps 1 s on its way out), join without a limit,
+           then wait up to 5 s more for tasks still queued (its result handler's shutdown loop)
+
+The wait before WorkerLostError is lost_worker_timeout: billiard's default is 10 s, this variant passes 1 s
+(LOST_WORKER_TIMEOUT below). No PDEATHSIG (billiard.util.set_pdeathsig exists; the pool never calls it), yet
+workers leave with a SIGKILLed parent: they read EOF on the task pipe once their task is done.
+
+Fixed by: ``variants.supervisor``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ._as_future import settled_by_callbacks
+from ._bounded import Classified, drive
+from .contract import RunReport, check_arguments
+
+NAME = "billiard_pool"
+# How long billiard waits, after a worker's death, for a result the worker may have sent just before
+# dying, before it fails the worker's task with WorkerLostError. billiard's default is 10 s (Celery's
+# worker_lost_wait); 1 s is ample for a result already in a local pipe, and keeps the death visible
+# within the experiments' watchdogs. experiments/test_billiard_pool.py measures the 10 s default.
+LOST_WORKER_TIMEOUT = 1.0
+# The hard limit's margin over the soft one: the job gets SoftTimeLimitExceeded at task_timeout (it may
+# clean up); if it is still running this much later (stuck in C, or it swallowed the exception), billiard
+# SIGTERMs then SIGKILLs the worker.
+HARD_AFTER_SOFT = 1.0
+STATUS = re.compile(r"Worker exited prematurely: (?:signal (\d+)|exitcode (\d+))")
+
+
+def unwrap(einfo: Any) -> BaseException:
+    """billiard hands its error callback an ExceptionInfo; raise the job's exception with its traceback."""
+    from billiard.einfo import ExceptionWithTraceback
+
+    exc = einfo.exception
+    # Exceptions raised in the parent (WorkerLostError, TimeLimitExceeded) stay wrapped; those from a
+    # worker were unwrapped by unpickling, with the worker's traceback as __cause__.
+    return exc.exc if isinstance(exc, ExceptionWithTraceback) else exc
+
+
+def classify(e: BaseException) -> Classified:
+    from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
+
+    if isinstance(e, WorkerLostError):
+        m = STATUS.search(str(e))
+        code = None if m is None else -int(m.group(1)) if m.group(1) else int(m.group(2))
+        return "worker_died", code, True  # the job the dead worker had ACKed
+    if isinstance(e, SoftTimeLimitExceeded | TimeLimitExceeded):
+        return "task_timeout", None, True
+    return "worker_error", None, True
+
+
+def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
+        on_result: Callable[[Any, Any], Any] | None = None, timeout: float | None = None,
+        task_timeout: float | None = None, max_in_flight: int | None = None,
+        lost_worker_timeout: float | None = LOST_WORKER_TIMEOUT) -> RunReport:
+    """``lost_worker_timeout``: seconds billiard waits after a worker's death before WorkerLostError
+    (``None``: billiard's own default, 10 s)."""
+    check_arguments(NAME, job, items, workers, on_result, timeout, task_timeout)
+    import billiard
+    from billiard.pool import Pool
+
+    # The limits go on the Pool, not on apply_async: billiard starts its timeout thread only for a pool
+    # created with a limit (or enable_timeouts=True); per-call limits on any other pool are silently ignored.
+    pool = Pool(processes=workers, context=billiard.get_context("spawn"), soft_timeout=task_timeout,
+                timeout=None if task_timeout is None else task_timeout + HARD_AFTER_SOFT,
+                lost_worker_timeout=lost_worker_timeout)
+
+    def submit(item: Any) -> Any:
+        future, callback, error_callback = settled_by_callbacks(unwrap)
+        pool.apply_async(job, (item,), callback=callback, error_callback=error_callback)
+        return future
+
+    def close() -> None:
+        pool.close()
+        pool.join()
+
+    return drive(NAME, submit, items, on_result, timeout, max_in_flight or 2 * workers, classify,
+                 stop=pool.terminate, close=close)
