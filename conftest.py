@@ -48,6 +48,14 @@ DEFAULT_WORKERS = 2
 # Where the session's own observations go (see experiments/expect.py) and what is not a leak in TMPDIR.
 OBSERVATIONS = "observations.jsonl"
 PYTEST_OWN_TMP = "pytest-of-"  # pytest's tmp_path folders: removed with the session's TMPDIR
+# Dask's shared scratch root: every LocalCluster puts its workers' folders under it and removes them on
+# close; the root and its two lock files are kept for the next cluster by design. A leak only when a
+# worker's folder is left in it.
+DASK_SCRATCH = "dask-scratch-space"
+DASK_SCRATCH_KEPT = {"global.lock", "purge.lock"}
+# Helper processes that live as long as the interpreter that started them, one per interpreter: not a
+# test's leak (they exit with us), and killing one only makes the next test start another.
+INTERPRETER_HELPERS = ("multiprocessing.resource_tracker", "billiard.semaphore_tracker")
 
 
 def _is_xdist_worker(config: pytest.Config) -> bool:
@@ -123,8 +131,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     left += [f"memory cgroup {c}" for c in new_cgroups]
     if new_cgroups:
         cgroup.remove_lab_cgroups()
+    _release_own_mp_temp_dir()
     left += [f"temporary {'folder' if p.is_dir() else 'file'} {p.name} (in the session's TMPDIR)"
-             for p in sorted(tmp.iterdir()) if p.name != OBSERVATIONS and not p.name.startswith(PYTEST_OWN_TMP)]
+             for p in sorted(tmp.iterdir()) if p.name != OBSERVATIONS and not p.name.startswith(PYTEST_OWN_TMP)
+             and not (p.name == DASK_SCRATCH and {c.name for c in p.iterdir()} <= DASK_SCRATCH_KEPT)]
     state["observations"] = _read_observations(tmp / OBSERVATIONS)
     shutil.rmtree(tmp, ignore_errors=True)
     state["left"] = left
@@ -187,13 +197,24 @@ def _ours(before: set[int]) -> list[psutil.Process]:
 
 
 def _own_tracker(p: psutil.Process) -> bool:
-    """multiprocessing starts one resource_tracker per interpreter, on first use, for the interpreter's
-    whole life (it exits when we do). A test that runs a variant in this process starts it; that is
-    not a leak of the test, and killing it would only make the next test start another."""
+    """multiprocessing (and billiard, its fork) start one tracker process per interpreter, on first use,
+    for the interpreter's whole life (see INTERPRETER_HELPERS). A test that runs a variant in this process
+    starts it; that is not a leak of the test."""
     try:
-        return p.ppid() == os.getpid() and "multiprocessing.resource_tracker" in " ".join(p.cmdline())
+        cmd = " ".join(p.cmdline())
+        return p.ppid() == os.getpid() and any(h in cmd for h in INTERPRETER_HELPERS)
     except psutil.Error:
         return False
+
+
+def _release_own_mp_temp_dir() -> None:
+    """multiprocessing removes this interpreter's own pymp-* folder only at exit; remove it now (through
+    its own finalizer, which also forgets it), so the session's TMPDIR can go before we exit."""
+    from multiprocessing import util
+
+    for finalizer in list(util._finalizer_registry.values()):
+        if getattr(finalizer, "_callback", None) is getattr(util, "_remove_temp_dir", object()):
+            finalizer()
 
 
 @pytest.fixture(autouse=True)

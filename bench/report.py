@@ -370,7 +370,8 @@ def chart_overhead(raw: dict[str, Any], out: Path) -> str | None:
     ax.set_yticks(ys, [f"{v} (baseline)" if v == BASELINE else v for v in order])
     for b, v in zip(bars, order, strict=True):
         per_task = rows[v]["median_s"] / rows[v]["tasks"] * 1e6
-        ax.annotate(f"{rel[order.index(v)]:.2f}×, {per_task:.0f} µs/task", (max(b.get_width(), 1.0), b.get_y()
+        once = f", {rows[v]['rounds']} round" if rows[v]["rounds"] != base["rounds"] else ""
+        ax.annotate(f"{rel[order.index(v)]:.2f}×, {per_task:.0f} µs/task{once}", (max(b.get_width(), 1.0), b.get_y()
                     + b.get_height() / 2), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8,
                     bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none"})
     ax.axvline(1.0, ls="--", color="black", lw=1)
@@ -424,8 +425,10 @@ def stamp_text(raw: dict[str, Any]) -> str:
         took = f"{st['bench_seconds'] / 60:.1f} min" if st.get("mode") else "?"
         if st.get("incomplete"):
             took += f", INCOMPLETE: {st['incomplete']}"
-        lines.append(f"{which}measured {st['date']} by `python bench/run.py` ({st['mode']} mode, {st['reps']} "
-                     f"repetition(s); the run took {took}) on {st['cpus']} × {st['cpu']}, {st['memory_gib']} "
+        reps = f"{st['reps']} repetition(s)" + (f" of {', '.join(st['repeated'])}, one of every other matrix row"
+                                                 if st.get("repeated") and st["reps"] > 1 else "")
+        lines.append(f"{which}measured {st['date']} by `python bench/run.py` ({st['mode']} mode, {reps}; "
+                     f"the run took {took}) on {st['cpus']} × {st['cpu']}, {st['memory_gib']} "
                      f"GiB, {st['os']}; {st['implementation']} {st['python']}, start method {st['start_method']}; "
                      f"{pk}; commit `{st['git_commit'][:10]}`{' (dirty)' if st['git_dirty'] else ''}; "
                      f"OOM cgroup: {st['oom_cgroup']}.")
