@@ -124,10 +124,13 @@ def test_a_failing_item_prints_what_the_readme_shows(project):
     r = run_script(project, "job.py", "1", "2", "-3", "4")
     assert r.returncode == 1, r.stderr
     real = r.stderr.splitlines()
-    assert real[-1] == output[-1], "the last line (the diagnosis) differs from the README's"
-    assert _frames(shown) == _frames(r.stderr), "the README's job.py frames differ from a real run's"
+    # The supervisor's own line numbers may move; what the reader acts on may not. On a mismatch, paste
+    # the real output below into both READMEs (the run was in a folder named like /tmp/your_project).
+    paste = f"\nreal output:\n{r.stderr}"
+    assert real[-1] == output[-1], "the last line (the diagnosis) differs from the README's" + paste
+    assert _frames(shown) == _frames(r.stderr), "the README's job.py frames differ from a real run's" + paste
     cause = "The above exception was the direct cause of the following exception:"
-    assert (cause in shown) == (cause in r.stderr), "the README and a real run disagree on the chained cause"
+    assert (cause in shown) == (cause in r.stderr), "the README and a real run disagree on the chained cause" + paste
 
 
 @pytest.mark.timeout(90)
