@@ -117,7 +117,12 @@ def main(spec: dict[str, Any]) -> None:
         # What is left, as a caller resumes it: the unfinished items, then the ones never pulled (not
         # drained from a slow source: that would time the source, not the variant).
         left = report.unfinished() if items_spec.get("slow_from") is not None else report.remaining()
-        out["unfinished"] = [_jsonable(i) for i in left]
+        out["unfinished"] = []
+        try:
+            for i in left:
+                out["unfinished"].append(_jsonable(i))
+        except Exception as e:  # the rest of the source raises its own error when read (as it would for a caller)
+            out["remaining_error"] = f"{type(e).__name__}: {e}"
         # A report keeps only what is unfinished; what is done is what on_result saw (it counts itself last).
         out["done_items"] = sorted(calls) if len(calls) <= 2000 else None
     out["callback_calls"] = len(calls)
