@@ -124,7 +124,8 @@ def record(o: Outcome, e: Expect, *, fault_item: Any = None) -> None:
            "kind": o.kind or (o.result or {}).get("exc_type"), "item": o.item, "fault_item": fault_item,
            "exitcode": o.exitcode, "detect": o.detect_latency, "stop": o.stop_latency, "exit": o.exit_latency,
            "left": o.left_running, "orphans_exit": o.orphans_exit_latency,
-           "message": ((o.result or {}).get("message") or "")[:300], "expected": e.status}
+           "message": ((o.result or {}).get("message") or "")[:300], "expected": e.status,
+           "nothing_left": (o.result or {}).get("unfinished") == []}
     for path in paths:
         with open(path, "a") as f:  # one write per line, O_APPEND: xdist workers never interleave
             f.write(json.dumps(row, default=repr) + "\n")
@@ -133,8 +134,10 @@ def record(o: Outcome, e: Expect, *, fault_item: Any = None) -> None:
 def observation_tables(rows: list[dict[str, Any]]) -> list[str]:
     """One small table per experiment (test function): what each design did, in the registry's order."""
     by_test: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        by_test.setdefault(r["test"].split("[")[0], []).append(r)
+    for r in rows:  # test_x[KillSelfAt-pool] -> test_x[KillSelfAt]: one table per fault, a row per design
+        name, _, params = r["test"].partition("[")
+        rest = [p for p in params.rstrip("]").split("-") if p and p != r["variant"]]
+        by_test.setdefault(name + (f"[{'-'.join(rest)}]" if rest else ""), []).append(r)
     order = {v: i for i, v in enumerate(VARIANTS)}
     out: list[str] = []
     for test in sorted(by_test):
@@ -145,7 +148,8 @@ def observation_tables(rows: list[dict[str, Any]]) -> list[str]:
         out.append(f"  {'design':<18} {'outcome':<34} {'latency':>9}  {'item named':<10} {'exit code':>9}  left")
         for r in runs:
             outcome = {"hung": "HANGS (watchdog)", "parent_killed": "parent killed",
-                       "returned": "returned"}.get(r["status"], f"{r['status']} {r.get('kind') or ''}".strip())
+                       "returned": "returned, nothing left" if r.get("nothing_left") else "returned"}.get(
+                r["status"], f"{r['status']} {r.get('kind') or ''}".strip())
             if r["status"] == "parent_killed":
                 outcome += (f", orphans gone in {_ms(r['orphans_exit'])}" if r.get("orphans_exit") is not None
                             else ", orphans survive")
