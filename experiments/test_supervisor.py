@@ -159,3 +159,52 @@ def test_a_real_oom_kill_is_called_oom():
                      run_kwargs={"workers": 2}, watchdog=30)
     assert (o.status, o.kind, o.item, o.exitcode) == ("raised", "worker_died", 2, -9), o.stderr[-2000:]
     assert "OOM killer did it" in o.result["message"], o.result["message"]
+
+
+# -- resume: what is left, after any exit, and the database ends with every item once --------------------
+RESUME_ITEMS = 30
+HOW = {
+    # a worker dies at item 7 (abort)
+    "abort": dict(job={"type": "KillSelfAt", "at": 7, "n": 100, "delay": 0.05, "summary": True}),
+    # the items iterator raises at index 15: the items it would have produced after are gone with it
+    "items_error": dict(job={"type": "Workload", "n": 100, "delay": 0.05, "summary": True}, items_raise_at=15),
+    # Ctrl-C once 4 tasks have started
+    "ctrl_c": dict(job={"type": "Workload", "n": 100, "delay": 0.3, "summary": True}, sigint_after_starts=4),
+}
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("how", sorted(HOW))
+def test_resume_with_remaining_saves_every_item_once(tmp_path, how):
+    from experiments.lab import pipeline
+
+    db = str(tmp_path / "results.sqlite")
+    first = run_scenario(VARIANT, items=RESUME_ITEMS, on_result={"db": db}, run_kwargs={"workers": 4},
+                         watchdog=20, **HOW[how])
+    assert first.status == "raised", first.stderr[-2000:]
+    left = first.result["unfinished"]  # the runner reads report.remaining(), as a caller resumes
+    second = run_scenario(VARIANT, job={"type": "Workload", "n": 100, "summary": True}, resume_items=left,
+                          on_result={"db": db}, run_kwargs={"workers": 4}, watchdog=20)
+    assert second.status == "returned", second.stderr[-2000:]
+    produced = list(range(15)) if how == "items_error" else list(range(RESUME_ITEMS))
+    assert pipeline.rows(db) == produced, f"{how}: left {left}"
+
+
+# -- hung workers are stopped without blocking the loop ----------------------------------------------------
+HUNG_GRACE = 1.0
+# The run's timeout is noticed on time, then the stop gives the workers hung at that moment their grace:
+# run() is back grace + this much after the deadline at most. Measured ~20 ms over grace; 0.3 s is 15x that,
+# and far below the 3-4 grace periods a loop that waits out each hung worker in turn would add.
+HUNG_LATE = 0.3
+
+
+@pytest.mark.timeout(60)
+def test_several_hung_workers_do_not_delay_the_run_timeout():
+    """Every task hangs ignoring SIGTERM; continue mode stops each with SIGTERM then SIGKILL after grace."""
+    o = run_scenario(VARIANT, job={"type": "HangIgnoringTermAt", "at": EVERY, "n": 10}, items=40,
+                     run_kwargs={"workers": 4, "on_error": "continue", "task_timeout": 0.5, "grace": HUNG_GRACE,
+                                 "timeout": 2.5},
+                     fault_clock="deadline", watchdog=30)
+    assert o.status == "raised" and o.kind == "timeout", o.stderr[-2000:]
+    assert o.detect_latency is not None and o.detect_latency <= HUNG_GRACE + HUNG_LATE, o.detect_latency
+    assert o.result["children_alive"] == [] and not o.left_running

@@ -33,6 +33,7 @@ class Workload:
     delay: float = 0.0
     events: str | None = None
     at: Any = None  # the item that misbehaves (subclasses); None: none
+    summary: bool = False  # return {"n", "sum"} of the list instead of the list (a row for the database)
 
     def __call__(self, item: Any) -> list[int]:
         stamp(self.events, "start", item)
@@ -45,6 +46,8 @@ class Workload:
         while count >= 1:  # the article's loop, one append at a time
             large_data.append(1)
             count -= 1
+        if self.summary:
+            return {"n": len(large_data), "sum": sum(large_data)}
         return large_data
 
     def misbehave(self, item: Any) -> None:

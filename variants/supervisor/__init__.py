@@ -214,11 +214,15 @@ class _Supervisor:
 
     def stop_all(self, orderly: bool) -> None:
         """Orderly: ask idle workers to exit. Otherwise (or if they do not): SIGTERM, grace, SIGKILL."""
-        procs = [w.proc for w in self.workers] + [s[0] for s in self.stopping]
-        for _, _, fd, owned in self.stopping:
+        now = time.monotonic()
+        # each process's SIGKILL time: a worker already being stopped keeps its own (its grace has run)
+        kill_at = {w.proc: now + self.opt.grace for w in self.workers}
+        for proc, at, fd, owned in self.stopping:
+            kill_at[proc] = min(at, now + self.opt.grace)
             if owned:
                 os.close(fd)
         self.stopping = []
+        procs = list(kill_at)
         try:
             for w in self.workers:
                 if orderly:
@@ -228,9 +232,10 @@ class _Supervisor:
                         pass
                 elif w.proc.exitcode is None:
                     w.proc.terminate()  # workers already being stopped had their SIGTERM
-            deadline = time.monotonic() + self.opt.grace
-            for p in procs:
-                reap(p, max(0.0, deadline - time.monotonic()))
+            for p in sorted(procs, key=kill_at.__getitem__):
+                reap(p, max(0.0, kill_at[p] - time.monotonic()))
+                if p.exitcode is None:
+                    p.kill()  # ignored SIGTERM (or the orderly request) until its grace ran out
         finally:  # whatever interrupted the above (a second Ctrl-C), every worker still gets SIGKILL
             for p in procs:
                 if p.exitcode is None:
