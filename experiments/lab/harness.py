@@ -50,6 +50,9 @@ LEFTOVER_GRACE = 1.0
 # 8 s when the other core is busy), and after a worker is killed we measured its progress stalling for
 # ~15 s before it carries on. The watchdog is for "never comes back", not for "slow".
 STARTUP_ALLOWANCE = {"dask_distributed": 25.0}
+# SIGKILL is delivered at once; a process leaves the process table when its memory is torn down, which for
+# a worker holding gigabytes takes a fraction of a second. 5 s bounds that wait on a loaded machine.
+REAP_LIMIT = 5.0
 STARTED_GROUPS: set[int] = set()  # every process group this harness started: the leak check scans them
 
 
@@ -277,6 +280,11 @@ def _observe(w: Watch) -> Outcome:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             pass
+        # Until every killed process is really gone (bounded): one still dying could write into the run's
+        # folder after it is removed (dask's scratch space) or keep its memory cgroup busy.
+        deadline = time.monotonic() + REAP_LIMIT
+        while (members := group_members(pgid)) and time.monotonic() < deadline:
+            psutil.wait_procs(members, timeout=TICK)
         reader.join(5)
         if proc.stdout is not None:
             proc.stdout.close()
