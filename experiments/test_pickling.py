@@ -12,6 +12,7 @@ import pytest
 from experiments.expect import DASK_STOP, PROMPT, Expect, check, expected_for, params
 from experiments.lab.harness import run_scenario
 from experiments.lab.scenarios import SCENARIOS, SERIALIZATION
+from experiments.test_peer_libraries import MPIRE_STOP
 
 HANG = Expect("hung", left_running=True)
 BROKEN = "worker_died"  # BrokenProcessPool / TerminatedWorkerError: every unfinished task fails, none named
@@ -116,8 +117,11 @@ for _fault in ("item_unpickling_kills_worker", "result_pickling_kills_worker"):
     EXPECTED[_fault]["mpire_pool"] = Expect("raised", "worker_died", culprit=False,
                                             why="mpire's liveness check: 'Worker-N died unexpectedly', no item")
 EXPECTED["result_pickling_kills_worker"]["billiard_pool"] = named(
-    "worker_died", exitcode=-9, detect=12.0, why="WorkerLostError names the signal and the job, within its "
-                                                "lost-worker timeout (10 s at most)")
+    "worker_died", exitcode=-9, detect=12.0, why="WorkerLostError names the signal and the job, once its "
+                                                "lost-worker timeout has passed (1 s in this variant)")
+EXPECTED["exception_unpicklable"]["mpire_pool"] = Expect(
+    "raised", "worker_error", culprit=True, detect_max=MPIRE_STOP,
+    why="mpire sends CannotPickleExceptionError (the original's repr) in place of the exception it cannot pickle")
 
 
 @pytest.mark.parametrize("fault", sorted(SERIALIZATION))
