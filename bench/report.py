@@ -288,6 +288,10 @@ def chart_latency_workers(raw: dict[str, Any], out: Path) -> str | None:
 
 def chart_latency_payload(raw: dict[str, Any], out: Path) -> str | None:
     runs = raw.get("latency_payload", {}).get("runs", [])
+    # The matrix's points (4 workers, its own payload) are this chart's points at that payload.
+    runs += [r for r in raw.get("matrix", {}).get("runs", []) if r["scenario"] in PAYLOAD_FAULTS
+             and r.get("workers") == 4 and r.get("n") not in {x.get("n") for x in runs if x["scenario"] == r["scenario"]
+                                                              and x["variant"] == r["variant"]}]
     return _latency_chart(runs, PAYLOAD_FAULTS, "n", "result size: ints per result",
                           "Does a bigger result slow down noticing a fault? (4 workers)", out / "latency_vs_payload.png")
 

@@ -160,6 +160,9 @@ def jobs_for(plan: Plan) -> list[tuple[str, Scenario, str, int, int, int, dict[s
         if "latency_payload" in plan.sweeps:
             for fault in (report.PAYLOAD_FAULTS if not plan.quick else ["worker_killed"]):
                 for n in plan.payloads:
+                    if (n == SCENARIOS[fault]().kwargs["job"].get("n") and "matrix" in plan.sweeps
+                            and fault in plan.matrix_scenarios):
+                        continue  # the matrix already ran this point (same fault, 4 workers, same payload)
                     for rep in range(plan.sweep_reps):
                         add("latency_payload", SCENARIOS[fault], v, n=n, rep=rep)
         if "memory_tasks" in plan.sweeps:
