@@ -45,7 +45,10 @@ def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
         task_timeout: float | None = None, max_in_flight: int | None = None, address: str | None = None,
         memory_limit: str = "2GiB") -> RunReport:
     """``address``: a running scheduler (``tcp://host:8786``); default ``$DASK_SCHEDULER_ADDRESS``, else a
-    LocalCluster of ``workers`` processes with ``memory_limit`` each (the nanny restarts a worker past it)."""
+    LocalCluster of ``workers`` processes with ``memory_limit`` each (the nanny restarts a worker past it).
+
+    On a real cluster the scheduler and every worker unpickle ``job``, so each must import its module
+    (installed, or on ``PYTHONPATH``): see experiments/test_dask_cluster.py for what happens otherwise."""
     check_arguments(NAME, job, items, workers, on_result, timeout, task_timeout)
     no_task_timeout(NAME, task_timeout)
     import distributed
