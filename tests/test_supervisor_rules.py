@@ -117,10 +117,10 @@ def test_rule1_a_blocking_source_delays_no_detection(tmp_path):
 
 @pytest.mark.timeout(30)
 def test_rule2_task_timeout_counts_from_the_real_start():
-    """Breaks if the deadline counts from when the item was pulled or sent: the second task waits 0.6 s
-    queued behind the first, then runs 0.6 s, well inside its 0.9 s limit."""
-    report = sup.run(sleep_for, [0.6, 0.6], workers=1, task_timeout=0.9)
-    assert report.completed == 2
+    """Breaks if the deadline counts from when the item was pulled or sent: the third task waits 1.2 s
+    queued behind the others (all three are pulled and sent at once), then runs 0.6 s, inside its 0.9 s."""
+    report = sup.run(sleep_for, [0.6, 0.6, 0.6], workers=1, task_timeout=0.9, max_in_flight=3)
+    assert report.completed == 3
 
 
 @pytest.mark.timeout(30)
