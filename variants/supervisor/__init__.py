@@ -54,7 +54,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from ..contract import Clock, Fate, RemoteTraceback, RunFailed, RunReport, attach_report, check_arguments
-from . import _oom, _worker
+from . import _limits, _oom, _worker
 from ._source import Source
 
 NAME = "supervisor"
@@ -120,6 +120,8 @@ class _Worker:
     queued_bytes: int = 0
     sizes: dict[int, int] = field(default_factory=dict)  # position -> pickled item size
     baseline: _oom.Baseline | None = None
+    sent: int = 0  # tasks sent to it in its life (max_tasks_per_worker)
+    retiring: bool = False  # it got its last task; a replacement is already started
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,6 +136,10 @@ class Options:
     retries: int
     max_in_flight: int | None
     grace: float
+    initializer: Callable[..., Any] | None = None
+    initargs: tuple[Any, ...] = ()
+    max_tasks_per_worker: int | None = None
+    memory_limit: int | None = None  # bytes
 
 
 class _Supervisor:
@@ -152,6 +158,9 @@ class _Supervisor:
         self.item_bytes: float | None = None  # running average of one pickled item
         self.source = Source(items, self.batch_size())  # read ahead: one batch
         self.spawned = 0
+        self.limit = _limits.MemoryLimit(options.memory_limit) if options.memory_limit else None
+        if self.limit is not None:
+            self.report.notes.append(f"memory_limit {options.memory_limit / 2**20:.0f} MiB: {self.limit.mechanism}")
 
     # -- sizes -----------------------------------------------------------------------------------
     def batch_size(self) -> int:
@@ -178,16 +187,26 @@ class _Supervisor:
     def spawn(self) -> None:
         parent_conn, child_conn = self.ctx.Pipe(duplex=True)
         slot = self.ctx.RawArray("d", 3)
-        proc = self.ctx.Process(target=_worker.main, args=(child_conn, self.job, os.getpid(), slot),
-                                name=f"supervisor-worker-{self.spawned}", daemon=True)
+        address_space = self.opt.memory_limit if self.limit is not None and not self.limit.cgroup else None
+        proc = self.ctx.Process(target=_worker.main, name=f"supervisor-worker-{self.spawned}", daemon=True,
+                                args=(child_conn, self.job, os.getpid(), slot, self.opt.initializer,
+                                      self.opt.initargs, address_space))
         self.spawned += 1
         proc.start()
         child_conn.close()  # ours is closed so that a dead worker shows as EOF on parent_conn
         self.workers.append(_Worker(proc, parent_conn, slot))
+        if self.limit is not None:  # before it runs the initializer or a task: only interpreter start-up
+            try:  # is charged outside its cgroup
+                self.limit.confine(proc.pid)
+            except OSError as e:
+                raise RunFailed(f"worker_died: could not confine a worker to its memory cgroup: {e}",
+                                kind="worker_died", report=self.report) from e
 
     def retire(self, w: _Worker) -> None:
         self.workers.remove(w)
         w.conn.close()
+        if self.limit is not None and w.proc.exitcode is not None:
+            self.limit.release(w.proc.pid)
 
     def stop_later(self, w: _Worker) -> None:
         """SIGTERM now, SIGKILL at the grace deadline: the loop waits on its sentinel meanwhile, blocking nothing."""
@@ -204,6 +223,8 @@ class _Supervisor:
                 if owned:
                     os.close(fd)
                 proc.join(0)
+                if self.limit is not None:
+                    self.limit.release(proc.pid)
                 self.report.notes.append(f"stopped worker pid {proc.pid} (exit code {proc.exitcode})")
                 continue
             if now >= kill_at:
@@ -245,6 +266,10 @@ class _Supervisor:
             for w in list(self.workers):
                 self.retire(w)
             self.witness.close()
+            if self.limit is not None:
+                left = self.limit.release_all()
+                if left:
+                    self.report.notes.append(f"memory cgroups not removed (still busy): {left}")
 
     # -- items -----------------------------------------------------------------------------------
     def next_positions(self, n: int) -> list[int]:
@@ -258,10 +283,12 @@ class _Supervisor:
 
     def dispatch(self) -> None:
         batch = self.batch_size()
-        for w in self.workers:
-            if not w.ready or w.proc.exitcode is not None or len(w.queued) > batch:
+        for w in list(self.workers):
+            if not w.ready or w.retiring or w.proc.exitcode is not None or len(w.queued) > batch:
                 continue  # keeps at most two batches queued: one running, one waiting
             budget = batch if w.queued else 2 * batch
+            if self.opt.max_tasks_per_worker is not None:
+                budget = min(budget, self.opt.max_tasks_per_worker - w.sent)
             sent: list[tuple[int, bytes]] = []
             todo = deque(self.next_positions(budget))
             while todo:
@@ -283,10 +310,14 @@ class _Supervisor:
                 w.queued_bytes += size
                 w.sizes[pos] = size
             if sent:
+                w.sent += len(sent)
                 try:
                     w.conn.send(sent)
                 except OSError:  # it died meanwhile: its sentinel reports it; these tasks are innocent
                     pass
+            if self.opt.max_tasks_per_worker is not None and w.sent >= self.opt.max_tasks_per_worker:
+                w.retiring = True  # its last tasks are queued: start its replacement now, so none waits
+                self.spawn()
 
     # -- faults ----------------------------------------------------------------------------------
     def fail(self, pos: int | None, kind: str, message: str, exitcode: int | None = None,
@@ -344,6 +375,14 @@ class _Supervisor:
                 del result  # drop the result now: memory must not grow with the task count
             self.report.done(pos)
             self.report.completed += 1
+        if w.retiring and not w.queued:  # all its tasks answered: it exits in order, nothing is lost
+            try:
+                w.conn.send(None)
+            except OSError:
+                pass
+            self.retire(w)
+            self.stopping.append((w.proc, time.monotonic() + self.opt.grace, *exit_fd(w.proc)))
+            self.report.notes.append(f"retired worker pid {w.proc.pid} after {w.sent} tasks")
         self.source.set_capacity(self.batch_size())
 
     def on_message(self, w: _Worker) -> None:
@@ -356,6 +395,11 @@ class _Supervisor:
             w.ready = True
             w.baseline = self.witness.baseline(w.proc.pid)
             return
+        if isinstance(msg, tuple) and msg[0] == "init_failed":  # ends the run: a replacement would fail alike
+            failed = RunFailed(f"worker_error: {msg[1]} (in a new worker, before any task)", kind="worker_error",
+                               report=self.report)
+            failed.__cause__ = RemoteTraceback(msg[2])
+            raise failed
         self.on_answers(w, msg)
 
     def on_death(self, w: _Worker) -> None:
@@ -376,14 +420,21 @@ class _Supervisor:
         culprit = running[0] if running is not None and running[0] in w.queued else None
         self.requeue_innocent(w, culprit)
         message = describe_exit(w.proc.exitcode)
-        if w.proc.exitcode == -signal.SIGKILL and w.baseline is not None:
+        if (w.proc.exitcode == -signal.SIGKILL and self.limit is not None and self.limit.cgroup
+                and self.limit.oom_killed(w.proc.pid)):
+            peak = self.limit.peak_mib(w.proc.pid)
+            message += (f": it exceeded its memory_limit of {self.opt.memory_limit / 2**20:.0f} MiB"
+                        + (f" (peak {peak:.0f} MiB)" if peak is not None else "")
+                        + "; the kernel OOM killer ended it in its own memory cgroup")
+        elif w.proc.exitcode == -signal.SIGKILL and w.baseline is not None:
             message += ": " + self.witness.verdict(w.proc.pid, w.baseline)
         self.retire(w)
         if culprit is None:
             self.report.notes.append(f"idle worker pid {w.proc.pid} died: {message}")
         else:
             self.fail(culprit, "worker_died", message, w.proc.exitcode)  # raises when aborting
-        self.spawn()
+        if not w.retiring:  # a retiring worker's replacement is already running
+            self.spawn()
         self.report.notes.append(f"replaced worker pid {w.proc.pid} ({message})")
 
     def requeue_innocent(self, w: _Worker, culprit: int | None) -> None:
@@ -410,7 +461,8 @@ class _Supervisor:
             self.requeue_innocent(w, culprit)
             self.fail(culprit, "task_timeout", f"task exceeded its task_timeout of {self.opt.task_timeout} s")
             self.stop_later(w)  # reached only when the run goes on (continue mode or a retry)
-            self.spawn()
+            if not w.retiring:  # a retiring worker's replacement is already running
+                self.spawn()
 
     def next_deadline(self, now: float) -> float | None:
         deadlines = [s[1] for s in self.stopping]
@@ -476,12 +528,25 @@ def _check_options(o: Options) -> None:
     if isinstance(o.grace, bool) or not isinstance(o.grace, int | float) or not math.isfinite(o.grace) \
             or o.grace < 0:
         raise ValueError(f"{NAME}: grace must be a finite number of seconds >= 0, got {o.grace!r}")
+    for name, value in (("max_tasks_per_worker", o.max_tasks_per_worker), ("memory_limit", o.memory_limit)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{NAME}: {name} must be None or an int >= 1, got {value!r}")
+    if o.initializer is not None and not callable(o.initializer):
+        raise TypeError(f"{NAME}: initializer must be callable or None, got {o.initializer!r}")
+    if not isinstance(o.initargs, tuple):
+        raise TypeError(f"{NAME}: initargs must be a tuple, got {type(o.initargs).__name__}")
+    try:  # workers receive them by pickle: fail here, clearly, not in a worker that never starts
+        pickle.dumps((o.initializer, o.initargs))
+    except Exception as e:
+        raise TypeError(f"{NAME}: initializer and initargs must be picklable: {e}") from e
 
 
 def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
         on_result: Callable[[Any, Any], Any] | None = None, timeout: float | None = None,
         task_timeout: float | None = None, on_error: str = "abort", retries: int = 0,
-        max_in_flight: int | None = None, grace: float = 1.0) -> RunReport:
+        max_in_flight: int | None = None, grace: float = 1.0, initializer: Callable[..., Any] | None = None,
+        initargs: tuple[Any, ...] = (), max_tasks_per_worker: int | None = None,
+        memory_limit: int | None = None) -> RunReport:
     """The contract's ``run()``, plus:
 
     - ``on_error``: "abort" (stop at the first fault, the article's semantics) or "continue" (record
@@ -491,13 +556,25 @@ def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
       ``None``: two batches per worker, the batch sized from the measured task duration and item size
       (1 for large or slow items, up to 256 for tiny ones).
     - ``grace``: seconds between SIGTERM and SIGKILL when stopping workers (finite, >= 0).
+    - ``initializer(*initargs)``: run once in each worker (and each replacement) before its first task,
+      e.g. to open a database connection. If it raises, the run ends with a worker_error carrying its
+      traceback; if it kills its worker, with worker_died: never a respawn loop.
+    - ``max_tasks_per_worker``: a worker is replaced after this many tasks (its replacement starts while
+      it runs its last ones, so no item waits and none fails).
+    - ``memory_limit``: bytes per worker. Each worker gets a memory cgroup of its own where the machine
+      allows it (crossing the limit: the kernel OOM-kills that worker only, reported with the limit and
+      its peak), else an address-space limit (crossing it: MemoryError in the job). ``report.notes`` says
+      which was in force. The cgroups are removed when the run ends, however it ends (unless this
+      process itself is SIGKILLed).
 
     Every exception that leaves ``run()`` carries the report as ``.report``; ``report.remaining()``
     yields exactly what is left to do.
     """
     check_arguments(NAME, job, items, workers, on_result, timeout, task_timeout)
     options = Options(workers=workers, on_result=on_result, timeout=timeout, task_timeout=task_timeout,
-                      on_error=on_error, retries=retries, max_in_flight=max_in_flight, grace=grace)
+                      on_error=on_error, retries=retries, max_in_flight=max_in_flight, grace=grace,
+                      initializer=initializer, initargs=initargs, max_tasks_per_worker=max_tasks_per_worker,
+                      memory_limit=memory_limit)
     _check_options(options)
     sup = _Supervisor(job, items, options)
     orderly = False

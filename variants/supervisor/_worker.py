@@ -159,11 +159,22 @@ def _run_one(job: Any, pos: int, blob: bytes, slot: Any) -> tuple[Any, ...]:
         mark(slot, IDLE)
 
 
-def main(conn: Connection, job: Any, parent_pid: int, slot: Any) -> None:
+def main(conn: Connection, job: Any, parent_pid: int, slot: Any, initializer: Any = None,
+         initargs: tuple[Any, ...] = (), address_space: int | None = None) -> None:
     _die_with_parent(parent_pid)
     # Ctrl-C reaches the whole foreground process group; the supervisor decides what stops, not us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     mark(slot, IDLE)
+    if address_space is not None:  # the memory limit's portable fallback (see _limits)
+        from ._limits import address_space_limit
+
+        address_space_limit(address_space)
+    if initializer is not None:
+        try:
+            initializer(*initargs)
+        except BaseException as e:  # noqa: BLE001  (the run ends with it; the worker is not replaced)
+            conn.send(("init_failed", f"initializer raised {_describe(e)}", traceback.format_exc()))
+            return
     outbox = _Outbox(conn)
     conn.send(("ready", os.getpid()))
     while True:
