@@ -191,9 +191,52 @@ class KillSelfAfterOtherOomAt(Workload):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+@dataclass(frozen=True, kw_only=True)
+class AllocateAt(Workload):
+    """Allocate (and touch) ``mb`` MiB at the item, then finish normally: a response too large to trust."""
+
+    mb: int = 400
+
+    def misbehave(self, item: Any) -> None:
+        stamp(self.events, "fault", item)
+        hog = [bytearray(8 << 20) for _ in range(self.mb // 8)]  # bytearray(n) is zeroed: pages are touched
+        del hog
+
+
+_INIT_DB: Any = None  # the worker's connection, opened once by open_db_once (an initializer)
+
+
+def open_db_once(path: str) -> None:
+    """An initializer: open a SQLite connection once per worker, for every task it runs."""
+    import sqlite3
+
+    global _INIT_DB
+    _INIT_DB = sqlite3.connect(path)
+    _INIT_DB.execute("CREATE TABLE IF NOT EXISTS seen (item INTEGER, pid INTEGER)")
+    _INIT_DB.commit()
+
+
+def failing_initializer() -> None:
+    raise ConnectionError("the database refused the worker's connection")
+
+
+@dataclass(frozen=True, kw_only=True)
+class UsesInitDb(Workload):
+    """Write (item, pid) through the connection the initializer opened: fails if it never ran."""
+
+    def __call__(self, item: Any) -> Any:
+        stamp(self.events, "start", item)
+        _INIT_DB.execute("INSERT INTO seen VALUES (?, ?)", (int(item), os.getpid()))
+        _INIT_DB.commit()
+        return os.getpid()
+
+
+INITIALIZERS = {f.__name__: f for f in (open_db_once, failing_initializer)}
+
+
 JOBS = {cls.__name__: cls for cls in (Workload, RaiseAt, SleepAt, HangAt, HangIgnoringTermAt, KillSelfAt,
                                       OomAt, SegfaultAt, ExitAt, ReturnsAt, RaiseUnpicklableAt,
-                                      KillSelfAfterOtherOomAt)}
+                                      KillSelfAfterOtherOomAt, AllocateAt, UsesInitDb)}
 
 
 def make_job(spec: dict[str, Any]) -> Any:
