@@ -1,0 +1,96 @@
+"""Throughput on the healthy path: how long each design takes for many short tasks, against the reference.
+
+    python -m bench.throughput one '{"contender": "supervisor", "workers": 2, "seconds": 0.001, "tasks": 1000}'
+
+Each point runs in a fresh process (this module, ``one``), so every contender pays its own start-up
+alike: the process starts, imports, then the clock runs around the whole ``run()`` (workers spawned,
+every task done, workers stopped). The same contender is also timed on one task (``up``): its start-up
+and shutdown; ``total - up`` is the time once the workers are up, compared with the ideal
+``tasks x seconds / workers``. The reference is ``ProcessPoolExecutor.map(chunksize=256)`` under spawn:
+the fastest plain way to run many tiny tasks, knowing nothing of faults.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = "ProcessPoolExecutor.map(chunksize=256)"
+CHUNKSIZE = 256
+DURATIONS = (0.0, 0.0001, 0.001, 0.01)  # seconds per task
+WORKERS = (1, 2, 4, 8)
+# Tasks per point: enough that the work (tasks x duration) is about a second at 1 worker, and 20,000
+# tiny tasks (the issue's figure) where a task is no work at all.
+TASKS = {0.0: 20_000, 0.0001: 10_000, 0.001: 1_000, 0.01: 100}
+QUICK_TASKS = {0.0: 5_000, 0.0001: 2_000, 0.001: 200, 0.01: 20}
+POINT_LIMIT = 120.0  # seconds a point may take before it counts as "did not finish" (dask's scheduler on 20,000 tasks)
+
+
+def nap(seconds: float, item: int) -> int:
+    """The task: sleep ``seconds`` (0: return at once), return the item. No event log, no payload."""
+    if seconds:
+        time.sleep(seconds)
+    return item
+
+
+def _one(spec: dict[str, Any]) -> dict[str, Any]:
+    import functools
+
+    contender, workers, seconds, tasks = spec["contender"], spec["workers"], spec["seconds"], spec["tasks"]
+    job = functools.partial(nap, seconds)  # picklable: a module-level function and a float
+    done = 0
+
+    def count(item: Any, result: Any) -> None:
+        nonlocal done
+        done += 1
+
+    t0 = time.perf_counter()
+    if contender == REFERENCE:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
+            for _ in ex.map(job, range(tasks), chunksize=CHUNKSIZE):
+                done += 1
+    else:
+        from variants import VARIANTS
+
+        VARIANTS[contender].run(job, range(tasks), workers=workers, on_result=count)
+    return {"elapsed": time.perf_counter() - t0, "done": done}
+
+
+def measure(contender: str, workers: int, seconds: float, tasks: int, python: str = sys.executable) -> dict[str, Any]:
+    """One point, in a fresh process: total time, start-up (one task), and the ideal."""
+    out: dict[str, Any] = {"contender": contender, "workers": workers, "seconds": seconds, "tasks": tasks,
+                           "ideal": tasks * seconds / workers}
+    for key, n in (("total", tasks), ("up", 1)):
+        spec = {"contender": contender, "workers": workers, "seconds": seconds, "tasks": n}
+        try:
+            proc = subprocess.run([python, "-m", "bench.throughput", "one", json.dumps(spec)], cwd=ROOT,
+                                  capture_output=True, text=True, timeout=POINT_LIMIT)
+        except subprocess.TimeoutExpired:
+            out[key] = None
+            out["error"] = f"did not finish within {POINT_LIMIT:.0f} s"
+            break
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            out[key] = None
+            out["error"] = (proc.stderr or proc.stdout)[-500:]
+            break
+        got = json.loads(lines[-1])
+        if got["done"] != n:
+            out["error"] = f"{got['done']} of {n} tasks done"
+        out[key] = got["elapsed"]
+    if out.get("total") is not None and out.get("up") is not None:
+        out["steady"] = out["total"] - out["up"]
+    return out
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["one"]:
+        print(json.dumps(_one(json.loads(sys.argv[2]))), flush=True)
