@@ -39,13 +39,29 @@ NAME = "as_completed"
 
 def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
         on_result: Callable[[Any, Any], Any] | None = None, timeout: float | None = None,
-        task_timeout: float | None = None) -> RunReport:
+        task_timeout: float | None = None, initializer: Callable[..., Any] | None = None,
+        initargs: tuple[Any, ...] = (), max_tasks_per_worker: int | None = None,
+        memory_limit: int | None = None) -> RunReport:
+    """The contract's ``run()``, plus the executor's own worker lifecycle options:
+
+    - ``initializer(*initargs)``: ``ProcessPoolExecutor(initializer=, initargs=)``. One that raises
+      breaks the pool: every future fails with BrokenProcessPool, which does not name the initializer
+      (its traceback is only logged, on the worker's stderr).
+    - ``max_tasks_per_worker``: ``ProcessPoolExecutor(max_tasks_per_child=)``. With more tasks queued than
+      the workers' lifespans cover, the executor can stop starting replacements and hang
+      (https://github.com/python/cpython/issues/115634).
+    - ``memory_limit``: the executor has none; NotImplementedError.
+    """
     check_arguments(NAME, job, items, workers, on_result, timeout, task_timeout)
     no_task_timeout(NAME, task_timeout)
+    if memory_limit is not None:
+        raise NotImplementedError(f"{NAME} cannot enforce memory_limit: ProcessPoolExecutor has no per-worker "
+                                  "memory limit")
     clock = Clock()
     report = RunReport(NAME)
     try:
-        with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
+        with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=initializer,
+                                    initargs=initargs, max_tasks_per_child=max_tasks_per_worker) as ex:
             futures = []
             item_of = {}
             for item in items:

@@ -71,10 +71,25 @@ def classify(e: BaseException) -> Classified:
 def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
         on_result: Callable[[Any, Any], Any] | None = None, timeout: float | None = None,
         task_timeout: float | None = None, max_in_flight: int | None = None,
-        lost_worker_timeout: float | None = LOST_WORKER_TIMEOUT) -> RunReport:
-    """``lost_worker_timeout``: seconds billiard waits after a worker's death before WorkerLostError
-    (``None``: billiard's own default, 10 s)."""
+        lost_worker_timeout: float | None = LOST_WORKER_TIMEOUT, initializer: Callable[..., Any] | None = None,
+        initargs: tuple[Any, ...] = (), max_tasks_per_worker: int | None = None,
+        memory_limit: int | None = None) -> RunReport:
+    """The contract's ``run()``, plus:
+
+    - ``lost_worker_timeout``: seconds billiard waits after a worker's death before WorkerLostError
+      (``None``: billiard's own default, 10 s).
+    - ``initializer(*initargs)``: ``Pool(initializer=, initargs=)``, run in every worker it starts. One
+      that raises kills its worker and billiard starts another, forever: its restart-frequency guard is
+      off unless ``max_restarts`` is given (and when it trips, billiard SIGTERMs the calling process).
+    - ``max_tasks_per_worker``: ``Pool(maxtasksperchild=)``.
+    - ``memory_limit`` (bytes): ``Pool(max_memory_per_child=)``, in KiB. Not a limit on a running task:
+      after each task the worker compares its *peak* RSS (``getrusage().ru_maxrss``, what billiard calls
+      ``mem_rss``) with it and, past it, exits to be replaced. The task that crossed it finishes normally.
+    """
     check_arguments(NAME, job, items, workers, on_result, timeout, task_timeout)
+    if memory_limit is not None and (isinstance(memory_limit, bool) or not isinstance(memory_limit, int)
+                                     or memory_limit < 1):
+        raise ValueError(f"{NAME}: memory_limit must be None or an int >= 1 (bytes), got {memory_limit!r}")
     import billiard
     from billiard.pool import Pool
 
@@ -82,7 +97,9 @@ def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
     # created with a limit (or enable_timeouts=True); per-call limits on any other pool are silently ignored.
     pool = Pool(processes=workers, context=billiard.get_context("spawn"), soft_timeout=task_timeout,
                 timeout=None if task_timeout is None else task_timeout + HARD_AFTER_SOFT,
-                lost_worker_timeout=lost_worker_timeout)
+                lost_worker_timeout=lost_worker_timeout, initializer=initializer, initargs=initargs,
+                maxtasksperchild=max_tasks_per_worker,
+                max_memory_per_child=None if memory_limit is None else max(1, memory_limit // 1024))
 
     def submit(item: Any) -> Any:
         future, callback, error_callback = settled_by_callbacks(unwrap)

@@ -25,11 +25,17 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._bounded import Classified, DeadlinePassed, drive
-from .contract import RunReport, check_arguments, no_task_timeout
+from .contract import RunFailed, RunReport, _Rest, check_arguments, no_task_timeout
 
 NAME = "dask_distributed"
 CLOSE_LIMIT = 10  # seconds for the cluster to close; every wait has a limit
 CONNECT_LIMIT = "10s"
+# The LocalCluster's per-worker limit when the caller sets none (the one this variant always used). The
+# nanny acts on the worker's process memory (RSS), checked every distributed.worker.memory.monitor-interval
+# (100 ms): new tasks pause at 0.8 of the limit, the worker is restarted at 0.95
+# (distributed.worker.memory.pause / .terminate).
+DEFAULT_MEMORY_LIMIT = "2GiB"
+PLUGIN_NAME = "variants.dask_distributed.initializer"  # the WorkerPlugin that runs ``initializer``
 
 
 def classify(e: BaseException) -> Classified:
@@ -43,27 +49,49 @@ def classify(e: BaseException) -> Classified:
 def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
         on_result: Callable[[Any, Any], Any] | None = None, timeout: float | None = None,
         task_timeout: float | None = None, max_in_flight: int | None = None, address: str | None = None,
-        memory_limit: str = "2GiB") -> RunReport:
+        memory_limit: int | str | None = None, initializer: Callable[..., Any] | None = None,
+        initargs: tuple[Any, ...] = (), max_tasks_per_worker: int | None = None) -> RunReport:
     """``address``: a running scheduler (``tcp://host:8786``); default ``$DASK_SCHEDULER_ADDRESS``, else a
-    LocalCluster of ``workers`` processes with ``memory_limit`` each (the nanny restarts a worker past it).
+    LocalCluster of ``workers`` processes.
+
+    - ``memory_limit``: bytes (or a Dask size string) per LocalCluster worker; ``None``:
+      ``DEFAULT_MEMORY_LIMIT``. Enforced by the worker's nanny, which polls the worker's RSS every 100 ms
+      and restarts it past 0.95 of the limit; its task is re-run elsewhere, and a task that kills
+      ``distributed.scheduler.allowed-failures`` + 1 (4) workers fails with KilledWorker. A real cluster's
+      workers have their own limit (``dask worker --memory-limit``): ``memory_limit`` with ``address``
+      raises NotImplementedError.
+    - ``initializer(*initargs)``: a ``WorkerPlugin`` whose ``setup`` calls it on every worker, restarted
+      ones included. ``setup`` runs on the worker's event-loop thread, not on the thread that runs tasks:
+      a resource bound to its creating thread (a sqlite3 connection) cannot be used by the job. One that
+      raises fails ``register_plugin`` (raised here as worker_error, with its traceback as cause).
+    - ``max_tasks_per_worker``: Dask recycles workers by age (``distributed.worker.lifetime.duration``),
+      never by task count. NotImplementedError.
 
     On a real cluster the scheduler and every worker unpickle ``job``, so each must import its module
     (installed, or on ``PYTHONPATH``): see experiments/test_dask_cluster.py for what happens otherwise."""
     check_arguments(NAME, job, items, workers, on_result, timeout, task_timeout)
     no_task_timeout(NAME, task_timeout)
+    if max_tasks_per_worker is not None:
+        raise NotImplementedError(f"{NAME} cannot enforce max_tasks_per_worker: Dask retires workers by age "
+                                  "(distributed.worker.lifetime.duration), never after N tasks")
+    address = address or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if memory_limit is not None and address is not None:
+        raise NotImplementedError(f"{NAME} cannot set memory_limit on a running cluster: its workers have their "
+                                  "own (dask worker --memory-limit)")
     import distributed
     from distributed import Client, LocalCluster
 
-    address = address or os.environ.get("DASK_SCHEDULER_ADDRESS")
     started = time.monotonic()
     cluster = None
     if address is None:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               memory_limit=DEFAULT_MEMORY_LIMIT if memory_limit is None else memory_limit,
                                dashboard_address=None, silence_logs=logging.ERROR)
         client = Client(cluster)
     else:
         client = Client(address, timeout=CONNECT_LIMIT)
     submitted: list[Any] = []
+    plugin = None if initializer is None else _initializer_plugin(initializer, initargs)
 
     def submit(item: Any) -> Any:
         f = client.submit(job, item, pure=False)
@@ -90,6 +118,11 @@ def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
             raise
 
     def close() -> None:
+        if plugin is not None and cluster is None:  # a real cluster keeps plugins for its future workers
+            try:
+                client.unregister_worker_plugin(PLUGIN_NAME)
+            except Exception:  # noqa: BLE001  (best effort: closing must go on)
+                pass
         client.close(timeout=CLOSE_LIMIT)
         if cluster is not None:
             cluster.close(timeout=CLOSE_LIMIT)
@@ -98,6 +131,16 @@ def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
         client.cancel([f for f in submitted if not f.done()])
         close()
 
+    if plugin is not None:
+        try:
+            client.register_plugin(plugin, name=PLUGIN_NAME)  # runs setup() on every worker now, and on later ones
+        except Exception as e:
+            close()
+            report = RunReport(NAME, fates=[])
+            report.set_rest(_Rest(iter(items)))  # nothing was pulled: what is left is every item
+            raise RunFailed(f"worker_error: the initializer raised in a worker (WorkerPlugin.setup): "
+                            f"{type(e).__name__}: {e}", kind="worker_error", report=report) from e
+
     # `timeout` counts from here, once the cluster is up: LocalCluster's start-up (seconds, see the
     # report's notes) is not held against the run, so the matrix compares fault handling, not start-up.
     up = time.monotonic() - started
@@ -105,3 +148,14 @@ def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
                    wait=wait, get=get)
     report.notes.append(f"cluster start-up took {up:.2f} s (not counted in timeout)")
     return report
+
+
+def _initializer_plugin(initializer: Callable[..., Any], initargs: tuple[Any, ...]) -> Any:
+    """A WorkerPlugin calling ``initializer(*initargs)`` in ``setup`` (defined here: distributed is optional)."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class RunInitializer(WorkerPlugin):
+        def setup(self, worker: Any) -> None:
+            initializer(*initargs)
+
+    return RunInitializer()

@@ -24,6 +24,7 @@ Fixed by: ``variants.supervisor``.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -48,16 +49,36 @@ def classify(e: BaseException) -> Classified:
 
 def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
         on_result: Callable[[Any, Any], Any] | None = None, timeout: float | None = None,
-        task_timeout: float | None = None, max_in_flight: int | None = None) -> RunReport:
+        task_timeout: float | None = None, max_in_flight: int | None = None,
+        initializer: Callable[..., Any] | None = None, initargs: tuple[Any, ...] = (),
+        max_tasks_per_worker: int | None = None, memory_limit: int | None = None) -> RunReport:
+    """The contract's ``run()``, plus mpire's own worker lifecycle options:
+
+    - ``initializer(*initargs)``: ``apply_async(worker_init=)``, which mpire calls with no arguments (the
+      worker id, shared objects or worker state only when the pool is set up to pass them), hence
+      ``functools.partial(initializer, *initargs)``; it runs before a worker's first task. One that
+      raises fails the pending tasks with its own exception.
+    - ``max_tasks_per_worker``: mpire's ``worker_lifespan`` is a parameter of ``map``/``imap`` only;
+      ``apply_async`` starts the workers with none. NotImplementedError.
+    - ``memory_limit``: mpire has none; NotImplementedError.
+    """
     check_arguments(NAME, job, items, workers, on_result, timeout, task_timeout)
+    if max_tasks_per_worker is not None:
+        raise NotImplementedError(f"{NAME} cannot enforce max_tasks_per_worker: mpire's worker_lifespan exists for "
+                                  "map/imap only, and apply_async starts its workers without one")
+    if memory_limit is not None:
+        raise NotImplementedError(f"{NAME} cannot enforce memory_limit: mpire has no per-worker memory limit")
     from mpire import WorkerPool
 
     pool = WorkerPool(n_jobs=workers, start_method="spawn")
+    # The first apply_async starts the workers with its worker_init; later calls must pass the same one
+    # (mpire warns when it changes), so it is built once.
+    worker_init = None if initializer is None else functools.partial(initializer, *initargs)
 
     def submit(item: Any) -> Any:
         future, callback, error_callback = settled_by_callbacks()
         pool.apply_async(job, args=(item,), callback=callback, error_callback=error_callback,
-                         task_timeout=task_timeout)
+                         task_timeout=task_timeout, worker_init=worker_init)
         return future
 
     return drive(NAME, submit, items, on_result, timeout, max_in_flight or 2 * workers, classify,

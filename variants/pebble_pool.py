@@ -46,11 +46,25 @@ def classify(e: BaseException) -> Classified:
 
 def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
         on_result: Callable[[Any, Any], Any] | None = None, timeout: float | None = None,
-        task_timeout: float | None = None, max_in_flight: int | None = None) -> RunReport:
+        task_timeout: float | None = None, max_in_flight: int | None = None,
+        initializer: Callable[..., Any] | None = None, initargs: tuple[Any, ...] = (),
+        max_tasks_per_worker: int | None = None, memory_limit: int | None = None) -> RunReport:
+    """The contract's ``run()``, plus pebble's own worker lifecycle options:
+
+    - ``initializer(*initargs)``: ``ProcessPool(initializer=, initargs=)``, run in every worker it starts.
+      One that raises is logged and its worker exits; once no worker is left pebble fails every task
+      with ``BrokenProcessPool("All workers expired")``.
+    - ``max_tasks_per_worker``: ``ProcessPool(max_tasks=)``.
+    - ``memory_limit``: pebble has none; NotImplementedError.
+    """
     check_arguments(NAME, job, items, workers, on_result, timeout, task_timeout)
+    if memory_limit is not None:
+        raise NotImplementedError(f"{NAME} cannot enforce memory_limit: pebble's ProcessPool has no per-worker "
+                                  "memory limit")
     from pebble import ProcessPool
 
-    pool = ProcessPool(max_workers=workers, context=multiprocessing.get_context("spawn"))
+    pool = ProcessPool(max_workers=workers, max_tasks=max_tasks_per_worker or 0, initializer=initializer,
+                       initargs=initargs, context=multiprocessing.get_context("spawn"))
 
     def stop() -> None:
         pool.stop()

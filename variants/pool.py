@@ -38,9 +38,22 @@ NAME = "pool"
 
 def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
         on_result: Callable[[Any, Any], Any] | None = None, timeout: float | None = None,
-        task_timeout: float | None = None) -> RunReport:
+        task_timeout: float | None = None, initializer: Callable[..., Any] | None = None,
+        initargs: tuple[Any, ...] = (), max_tasks_per_worker: int | None = None,
+        memory_limit: int | None = None) -> RunReport:
+    """The contract's ``run()``, plus the Pool's own worker lifecycle options:
+
+    - ``initializer(*initargs)``: ``Pool(initializer=, initargs=)``, run in every worker it starts. One
+      that raises kills its worker, and the pool starts another, which fails the same way, forever: the
+      run never ends (https://github.com/python/cpython/issues/87472; experiments/test_worker_lifecycle.py).
+    - ``max_tasks_per_worker``: ``Pool(maxtasksperchild=)``.
+    - ``memory_limit``: the Pool has none; NotImplementedError.
+    """
     check_arguments(NAME, job, items, workers, on_result, timeout, task_timeout)
     no_task_timeout(NAME, task_timeout)
+    if memory_limit is not None:
+        raise NotImplementedError(f"{NAME} cannot enforce memory_limit: multiprocessing.Pool has no per-worker "
+                                  "memory limit")
     clock = Clock()
     report = RunReport(NAME)
     lock = threading.Lock()
@@ -65,7 +78,8 @@ def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
         state["error"] = (item, exc)
         wake.set()
 
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:  # __exit__ calls terminate()
+    with multiprocessing.get_context("spawn").Pool(workers, initializer, initargs,
+                                                   max_tasks_per_worker) as pool:  # __exit__ calls terminate()
         for item in items:
             with lock:
                 state["outstanding"] += 1

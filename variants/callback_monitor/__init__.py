@@ -73,15 +73,24 @@ def _callback(error_message: Any, on_result: Callable[[Any, Any], Any] | None, i
 
 def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
         on_result: Callable[[Any, Any], Any] | None = None, timeout: float | None = None,
-        task_timeout: float | None = None, poll_interval: float = 5.0) -> RunReport:
+        task_timeout: float | None = None, poll_interval: float = 5.0,
+        initializer: Callable[..., Any] | None = None, initargs: tuple[Any, ...] = (),
+        max_tasks_per_worker: int | None = None, memory_limit: int | None = None) -> RunReport:
+    """The article's ``run()``. Not in the article, passed through to its ``ProcessPoolExecutor`` unchanged:
+    ``initializer``/``initargs`` and ``max_tasks_per_worker`` (as ``max_tasks_per_child``); the design
+    itself is untouched. ``memory_limit``: none in the executor; NotImplementedError."""
     check_arguments(NAME, job, items, workers, on_result, timeout, task_timeout)
     no_task_timeout(NAME, task_timeout)
+    if memory_limit is not None:
+        raise NotImplementedError(f"{NAME} cannot enforce memory_limit: the article's ProcessPoolExecutor has no "
+                                  "per-worker memory limit")
     clock = Clock()
     report = RunReport(NAME)
     mp_context = multiprocessing.get_context("spawn")
     error_message = mp_context.Manager().Value(c_wchar_p, None)
     process_monitor = ProcessMonitor(error_message, timeout, poll_interval)
-    executor = ProcessPoolExecutor(max_workers=workers, mp_context=mp_context)
+    executor = ProcessPoolExecutor(max_workers=workers, mp_context=mp_context, initializer=initializer,
+                                   initargs=initargs, max_tasks_per_child=max_tasks_per_worker)
 
     process_monitor.start(executor)
     # No try/finally around this block, as in the article: if `items` raises here, the exception
