@@ -187,3 +187,126 @@ def test_rule6_a_worker_error_shows_the_jobs_line():
     text = "".join(traceback.format_exception(info.value))
     assert __file__ in text and "RAISE-LINE" in text and "ValueError: item three is bad" in text
     assert info.value.report.fates[0].traceback is not None
+
+
+# -- the README's promises about the options ------------------------------------------------------------
+def fail_on_odd(item):
+    if item % 2:
+        raise ValueError(f"odd {item}")
+    return item
+
+
+_RUNS_FILE = None
+
+
+def count_runs(path_and_item):
+    """Append the item to a file each time it runs; fail the first time an item ends in 5."""
+    path, item = path_and_item
+    with open(path, "a") as f:
+        f.write(f"{item}\n")
+    with open(path) as f:
+        seen = sum(line.strip() == str(item) for line in f)
+    if item % 10 == 5 and seen <= 2:
+        raise RuntimeError(f"flaky {item} (run {seen})")
+    return item
+
+
+def thread_name(item):
+    return item
+
+
+@pytest.mark.timeout(30)
+def test_on_result_error_is_never_retried_and_continue_goes_on():
+    calls = []
+
+    def on_result(item, result):
+        calls.append(item)
+        if item == 2:
+            raise KeyError("db down")
+
+    with pytest.raises(RunFailed) as info:
+        sup.run(identity, range(6), workers=2, on_result=on_result, retries=3, on_error="continue")
+    assert info.value.kind == "callback_error" and info.value.item == 2
+    assert sorted(calls) == list(range(6)), "each result reached on_result once: item 2 was not retried"
+    assert info.value.report.completed == 5
+
+
+@pytest.mark.timeout(30)
+def test_retries_rerun_a_failed_item_exactly_n_times(tmp_path):
+    path = str(tmp_path / "runs.txt")
+    report = sup.run(count_runs, [(path, i) for i in range(12)], workers=2, retries=2)
+    with open(path) as f:
+        runs = [int(line) for line in f]
+    assert report.completed == 12
+    assert runs.count(5) == 3 and runs.count(0) == 1, "two failures then a success: three runs of item 5"
+    assert sum("retrying item" in n for n in report.notes) == 2
+
+
+@pytest.mark.timeout(30)
+def test_continue_reports_the_first_failure_and_a_timeout_still_ends_the_run():
+    with pytest.raises(RunFailed) as info:
+        sup.run(fail_on_odd, range(8), workers=2, on_error="continue")
+    assert info.value.kind == "worker_error" and info.value.item in (1, 3, 5, 7)
+    assert info.value.report.completed == 4 and len(info.value.report.fates) == 4
+    with pytest.raises(RunFailed) as info:
+        sup.run(sleep_for, [5.0] * 4, workers=2, on_error="continue", timeout=0.5)
+    assert info.value.kind == "timeout" and info.value.item is None
+
+
+@pytest.mark.timeout(30)
+def test_ctrl_c_carries_the_report():
+    def items():
+        yield 0.2
+        yield 0.2
+        raise KeyboardInterrupt  # as if Ctrl-C landed while the loop ran: the same exit path
+
+    with pytest.raises(KeyboardInterrupt) as info:
+        sup.run(sleep_for, items(), workers=2)
+    assert info.value.report.variant == "supervisor"
+    assert sorted(info.value.report.remaining()) == sorted([0.2] * (2 - info.value.report.completed))
+
+
+@pytest.mark.timeout(30)
+def test_on_result_runs_in_the_callers_thread_and_items_on_another():
+    import threading
+
+    seen_result, seen_items = set(), set()
+
+    def items():
+        for i in range(5):
+            seen_items.add(threading.get_ident())
+            yield i
+
+    sup.run(thread_name, items(), workers=2, on_result=lambda i, r: seen_result.add(threading.get_ident()))
+    assert seen_result == {threading.get_ident()}
+    assert threading.get_ident() not in seen_items
+
+
+@pytest.mark.timeout(60)
+def test_an_explicit_max_in_flight_is_never_exceeded():
+    peak = 0
+    real = sup._Supervisor.dispatch
+
+    def watched(self):
+        nonlocal peak
+        real(self)
+        peak = max(peak, self.in_flight())
+
+    sup._Supervisor.dispatch = watched
+    try:
+        sup.run(identity, range(5000), workers=2, max_in_flight=7)
+    finally:
+        sup._Supervisor.dispatch = real
+    assert 1 <= peak <= 7, peak
+
+
+@pytest.mark.timeout(30)
+def test_remaining_continues_the_callers_iterator_once():
+    it = iter(range(100))
+    with pytest.raises(RunFailed) as info:
+        sup.run(raise_on_three, it, workers=1, max_in_flight=2)
+    first = list(info.value.report.remaining())
+    assert 3 in first and max(first) == 99
+    assert list(info.value.report.remaining()) == [f for f in first if f in info.value.report.unfinished()], \
+        "read once: the second reading has only the unfinished items, the iterator is spent"
+    assert next(it, None) is None
