@@ -94,3 +94,67 @@ def measure(contender: str, workers: int, seconds: float, tasks: int, python: st
 if __name__ == "__main__":
     if sys.argv[1:2] == ["one"]:
         print(json.dumps(_one(json.loads(sys.argv[2]))), flush=True)
+
+
+# -- rendering (called by bench/report.py from results/raw/throughput.json) ---------------------------------
+def chart(runs: list[dict[str, Any]], out: Path) -> str | None:
+    """Total time of each design relative to the reference, per task duration (panel) and workers (x)."""
+    import matplotlib.pyplot as plt
+
+    from bench import report
+
+    ref = {(r["workers"], r["seconds"]): r["total"] for r in runs
+           if r["contender"] == REFERENCE and r.get("total")}
+    if not ref:
+        return None
+    durations = sorted({r["seconds"] for r in runs})
+    fig, axes = plt.subplots(1, len(durations), figsize=(3.2 * len(durations), 4.2), sharey=True, squeeze=False)
+    notes = []
+    for ax, d in zip(axes[0], durations, strict=True):
+        for v in [c for c in dict.fromkeys(r["contender"] for r in runs) if c != REFERENCE]:
+            pts = sorted((r["workers"], r["total"] / ref[(r["workers"], d)]) for r in runs
+                         if r["contender"] == v and r["seconds"] == d and r.get("total") and (r["workers"], d) in ref)
+            failed = [r for r in runs if r["contender"] == v and r["seconds"] == d and not r.get("total")]
+            if failed:
+                notes.append(f"{v}, {d * 1000:g} ms tasks: {len(failed)} point(s) not drawn "
+                             f"({(failed[0].get('error') or '')[:60].strip()})")
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", ms=4, label=v, color=report.color(v))
+        ax.axhline(1.0, ls="--", color="black", lw=1)
+        tasks = next(r["tasks"] for r in runs if r["seconds"] == d)
+        ax.set_title(f"{d * 1000:g} ms per task ({tasks:,} tasks)", fontsize=9)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(WORKERS, [str(w) for w in WORKERS])
+        ax.set_xlabel("workers")
+        ax.set_yscale("log")
+    axes[0][0].set_ylabel(f"time relative to {REFERENCE}\n(dashed = 1×; start-up included)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=min(5, len(labels)), fontsize=8, bbox_to_anchor=(0.5, 0.9))
+    fig.suptitle("How much slower than a chunked ProcessPoolExecutor.map is each design on short tasks?",
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0.03 * len(notes), 1, 0.8))
+    report._footnotes(fig, notes)
+    return report._save(fig, out / "throughput.png")
+
+
+def text(runs: list[dict[str, Any]]) -> str:
+    """The README's lines: 20,000 tiny tasks side by side, and the supervisor against the ideal."""
+    def total(c: str, w: int, d: float) -> str:
+        r = next((r for r in runs if r["contender"] == c and r["workers"] == w and r["seconds"] == d), None)
+        return f"{r['total']:.2f} s" if r and r.get("total") else "n/a"
+
+    contenders = [REFERENCE] + [c for c in dict.fromkeys(r["contender"] for r in runs) if c != REFERENCE]
+    tiny = next((r["tasks"] for r in runs if r["seconds"] == 0.0), None)
+    lines = [f"| {tiny:,} tiny tasks, start-up included | " + " | ".join(f"{w} workers" for w in (2, 8)) + " |",
+             "|---|---|---|"]
+    for c in contenders:
+        lines.append(f"| `{c}` | {total(c, 2, 0.0)} | {total(c, 8, 0.0)} |")
+    sup = [r for r in runs if r["contender"] == "supervisor" and r["seconds"] >= 0.001 and r.get("steady")]
+    if sup:
+        worst = max(sup, key=lambda r: r["steady"] / r["ideal"])
+        lines.append("")
+        lines.append(f"Supervisor, once its workers are up (total minus a one-task run), on 1 ms and 10 ms tasks: at "
+                     f"most {worst['steady'] / worst['ideal']:.2f}× the ideal tasks × duration / workers "
+                     f"({worst['seconds'] * 1000:g} ms tasks, {worst['workers']} workers). Chart: "
+                     "[throughput.png](results/throughput.png).")
+    return "\n".join(lines)
