@@ -431,6 +431,8 @@ def stamp_text(raw: dict[str, Any]) -> str:
             took += f", INCOMPLETE: {st['incomplete']}"
         reps = f"{st['reps']} repetition(s)" + (f" of {', '.join(st['repeated'])}, one of every other matrix row"
                                                  if st.get("repeated") and st["reps"] > 1 else "")
+        if st.get("jobs", 1) > 1:
+            reps += f"; fault sweeps {st['jobs']} runs at a time"
         lines.append(f"{which}measured {st['date']} by `python bench/run.py` ({st['mode']} mode, {reps}; "
                      f"the run took {took}) on {st['cpus']} × {st['cpu']}, {st['memory_gib']} "
                      f"GiB, {st['os']}; {st['implementation']} {st['python']}, start method {st['start_method']}; "
@@ -464,11 +466,12 @@ def durations_text(raw: dict[str, Any]) -> str:
 
 def memory_article_text(raw: dict[str, Any]) -> str:
     runs = {r["items"]: r for r in raw.get("memory_article", {}).get("runs", []) if r.get("peak_rss_mb")}
-    if 100 not in runs or 10_000 not in runs:
+    if len(runs) < 2:
         return ""
-    a, b = runs[100]["peak_rss_mb"], runs[10_000]["peak_rss_mb"]
+    few, many = min(runs), max(runs)
+    a, b = runs[few]["peak_rss_mb"], runs[many]["peak_rss_mb"]
     return (f"Supervisor, the article's payload (1,000,000 ints per result): main process peak RSS "
-            f"{a:.0f} MiB for 100 tasks, {b:.0f} MiB for 10,000 tasks ({(b - a) / a * 100:+.1f}%).\n")
+            f"{a:.0f} MiB for {few:,} tasks, {b:.0f} MiB for {many:,} tasks ({(b - a) / a * 100:+.1f}%).\n")
 
 
 def overhead_text(raw: dict[str, Any]) -> str:

@@ -28,8 +28,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -52,6 +54,7 @@ from variants import VARIANTS  # noqa: E402
 RESULTS = ROOT / "results"
 README = ROOT / "README.md"
 
+ARTICLE_TASKS = 2_000
 MEMORY_BUDGET_MB = 6000  # a run whose retained results would exceed this is not run (drawn "not run")
 # dask's protocol serializes a list result element by element: ~2 s per 100,000 ints measured (see
 # experiments/lab/scenarios.py). A run moving more list elements than this through it is not run.
@@ -79,17 +82,22 @@ class Plan:
     trace_items: int = 100
     overhead_tasks: int = 10_000
     overhead_rounds: int = 3
-    article_10k: bool = True  # supervisor at 100 vs 10,000 tasks of the article's payload
+    # The supervisor at 100 tasks and at ARTICLE_TASKS tasks of the article's payload: does the main process's
+    # peak grow with the task count? 2,000 tasks (20x) answer it in about a minute; 10,000 took 5 minutes of
+    # a 2-core machine for the same flat line (35 vs 33 MiB measured), and memory_tasks already goes to 10,000.
+    article_sweep: bool = True
+
+    jobs: int = 1  # runs at a time in the OVERLAPPABLE sweeps (--jobs)
 
     @classmethod
-    def make(cls, quick: bool, variants: list[str], sweeps: list[str]) -> Plan:
+    def make(cls, quick: bool, variants: list[str], sweeps: list[str], jobs: int = 1) -> Plan:
         if not quick:
-            return cls(False, variants, sweeps, matrix_scenarios=list(SCENARIOS))
+            return cls(False, variants, sweeps, matrix_scenarios=list(SCENARIOS), jobs=jobs)
         # --quick: every sweep and chart exercised at one or two points, small (CI runs it on the README's
         # install; the goal is under 2 minutes there). Its figures check the machinery, they are not results.
-        return cls(True, variants, sweeps, reps=1, matrix_scenarios=["worker_killed", "callback_raises"],
+        return cls(True, variants, sweeps, reps=1, jobs=jobs, matrix_scenarios=["worker_killed", "callback_raises"],
                    workers=(2, 4), payloads=(10**4,), task_counts=(50,), task_counts_n=1000, payload_items=10,
-                   trace_items=30, overhead_tasks=500, overhead_rounds=1, article_10k=False)
+                   trace_items=30, overhead_tasks=500, overhead_rounds=1, article_sweep=False)
 
 
 SWEEPS = report.SWEEPS
@@ -168,8 +176,8 @@ def jobs_for(plan: Plan) -> list[tuple[str, Scenario, str, int, int, int, dict[s
         if "memory_tasks" in plan.sweeps:
             for count in plan.task_counts:
                 add("memory_tasks", _healthy, v, n=plan.task_counts_n, items=count)
-            if plan.article_10k and v == "supervisor":
-                for count in (100, 10_000):
+            if plan.article_sweep and v == "supervisor":
+                for count in (100, ARTICLE_TASKS):
                     add("memory_article", _healthy, v, n=ARTICLE_N, items=count)
         if "memory_payload" in plan.sweeps:
             for n in plan.payloads:
@@ -280,7 +288,7 @@ def machine_stamp() -> dict[str, Any]:
 def stamp(plan: Plan, started: float, seconds: dict[str, float]) -> dict[str, Any]:
     return machine_stamp() | {
         "mode": "quick" if plan.quick else "full",
-        "reps": plan.reps, "repeated": sorted(plan.repeated), "sweeps": plan.sweeps,
+        "reps": plan.reps, "repeated": sorted(plan.repeated), "sweeps": plan.sweeps, "jobs": plan.jobs,
         "bench_seconds": round(time.monotonic() - started, 1),
         "sweep_seconds": {k: round(v, 1) for k, v in seconds.items()},
     }
@@ -294,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only-sweeps", default="", help=f"comma-separated sweeps among {', '.join(SWEEPS)}")
     ap.add_argument("--out", default=str(RESULTS), help="output folder (default: results/)")
     ap.add_argument("--render-only", action="store_true", help="rebuild charts and tables from OUT/raw only")
+    ap.add_argument("--jobs", type=int, default=1, choices=(1, 2),
+                    help="runs at a time in the fault sweeps (matrix, latency); stamped. Default 1: every figure "
+                         "measured alone")
     args = ap.parse_args(argv)
     out = Path(args.out).resolve()
     variants = [v for v in (args.only.split(",") if args.only else VARIANTS) if v]
@@ -308,21 +319,19 @@ def main(argv: list[str] | None = None) -> int:
         report.render(out, readme=README if out == RESULTS.resolve() else None, link_base=link_base(out))
         return 0
 
-    plan = Plan.make(args.quick, variants, sweeps)
+    plan = Plan.make(args.quick, variants, sweeps, jobs=args.jobs)
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     by_sweep: dict[str, Any] = defaultdict(list)
-    seconds: dict[str, float] = defaultdict(float)  # each sweep's own measured time
+    # Each sweep's time: the sum of its runs' durations (with --jobs 2 overlapping runs both count).
+    seconds: dict[str, float] = defaultdict(float)
+    measured: dict[int, dict[str, Any]] = {}
     try:
         (tmp / "raw").mkdir()
         todo = jobs_for(plan)
-        proven_hung: dict[tuple[Any, ...], dict[str, Any]] = {}
-        bar = tqdm(todo, unit="run", desc="bench", dynamic_ncols=True, file=sys.stderr)
-        for job in bar:
-            bar.set_postfix_str(f"{job[0]} {job[1].name} {job[2]} w={job[3]}", refresh=False)
-            t = time.monotonic()
-            by_sweep[job[0]].append(run_one(job, proven_hung))
-            seconds[job[0]] += time.monotonic() - t
+        bar = tqdm(total=len(todo), unit="run", desc="bench", dynamic_ncols=True, file=sys.stderr)
+        for sweep, rec in measure(todo, plan.jobs, bar, seconds, measured):
+            by_sweep[sweep].append(rec)
         if "overhead" in sweeps:
             bar.write("bench: overhead (pytest-benchmark)")
             t = time.monotonic()
@@ -334,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
         install(tmp, out)
         report.render(out, readme=README if out == RESULTS.resolve() else None, link_base=link_base(out))
     except BaseException as e:  # Ctrl-C included: what was measured is kept, never discarded
+        if not by_sweep:
+            for i in sorted(measured):
+                by_sweep[todo[i][0]].append(measured[i])
         if by_sweep:
             keep_partial(out, by_sweep, stamp(plan, started, seconds), e)
         raise
@@ -341,6 +353,44 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"bench: wrote {out} in {time.monotonic() - started:.0f} s", file=sys.stderr)
     return 0
+
+
+# Sweeps whose runs mostly wait (sleeps, polls, hangs until the watchdog): with --jobs 2 two of them run at
+# a time. The memory sweeps (peak RSS, a sampled trace) and the overhead timing always run alone.
+OVERLAPPABLE = ("matrix", "latency_workers", "latency_payload")
+
+
+def measure(todo: list[Any], jobs: int, bar: Any, seconds: dict[str, float],
+            results: dict[int, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """Every run of the plan into ``results`` (by position: the caller keeps what was measured if a run
+    fails), returned in the plan's order. First repetitions before later ones, so a hang proven at
+    repetition 0 spares the later repetitions of its point; with ``jobs`` > 1 the overlappable sweeps'
+    runs go ``jobs`` at a time, everything else one at a time."""
+    proven_hung: dict[tuple[Any, ...], dict[str, Any]] = {}
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        job = todo[i]
+        t = time.monotonic()
+        rec = run_one(job, proven_hung)
+        with lock:
+            results[i] = rec
+            seconds[job[0]] += time.monotonic() - t
+        bar.set_postfix_str(f"{job[0]} {job[1].name} {job[2]} w={job[3]}", refresh=False)
+        bar.update()
+
+    phases = [[i for i, j in enumerate(todo) if j[0] in OVERLAPPABLE and j[5] == 0],
+              [i for i, j in enumerate(todo) if j[0] in OVERLAPPABLE and j[5] > 0],
+              [i for i, j in enumerate(todo) if j[0] not in OVERLAPPABLE]]
+    for n, phase in enumerate(phases):
+        if jobs > 1 and n < 2:
+            with ThreadPoolExecutor(jobs, thread_name_prefix="bench-lane") as lanes:
+                for f in [lanes.submit(one, i) for i in phase]:
+                    f.result()  # a failure in a lane fails the run, as it would one at a time
+        else:
+            for i in phase:
+                one(i)
+    return [(todo[i][0], results[i]) for i in sorted(results)]
 
 
 def link_base(out: Path) -> str:
