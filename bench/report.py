@@ -370,7 +370,8 @@ def chart_overhead(raw: dict[str, Any], out: Path) -> str | None:
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(order) + 1.6 + NOTE_IN * len(notes)))
     rel = [rows[v]["median_s"] / base["median_s"] for v in order]
     ys = list(range(len(order)))[::-1]
-    bars = ax.barh(ys, rel, color=[color(v) for v in order])
+    bars = ax.barh(ys, rel, color=["white" if v == BASELINE else color(v) for v in order], edgecolor="black",
+                   linewidth=0.6, hatch=["//" if v == BASELINE else "" for v in order])
     ax.set_yticks(ys, [f"{v} (baseline)" if v == BASELINE else v for v in order])
     for b, v in zip(bars, order, strict=True):
         per_task = rows[v]["median_s"] / rows[v]["tasks"] * 1e6
