@@ -29,7 +29,7 @@ WORKERS = (1, 2, 4, 8)
 # tiny tasks (the issue's figure) where a task is no work at all.
 TASKS = {0.0: 20_000, 0.0001: 10_000, 0.001: 1_000, 0.01: 100}
 QUICK_TASKS = {0.0: 5_000, 0.0001: 2_000, 0.001: 200, 0.01: 20}
-POINT_LIMIT = 120.0  # seconds a point may take before it counts as "did not finish" (dask's scheduler on 20,000 tasks)
+POINT_LIMIT = 60.0  # seconds a point may take before it counts as "did not finish" (dask's scheduler on 20,000 tasks)
 
 
 def nap(seconds: float, item: int) -> int:
@@ -64,10 +64,36 @@ def _one(spec: dict[str, Any]) -> dict[str, Any]:
     return {"elapsed": time.perf_counter() - t0, "done": done}
 
 
+# Every duration and worker count for the contenders of the issue's table (the reference, the supervisor,
+# multiprocessing.Pool); the other designs at 2 and 8 workers on tiny and 1 ms tasks, which is enough to
+# place them (Dask's scheduler alone takes ~25 s for 5,000 tiny tasks: each point is a minute of bench).
+FULL_SWEEP = ("supervisor", "pool")
+OTHERS_DURATIONS = (0.0, 0.001)
+OTHERS_WORKERS = (2, 8)
+
+
+def sweep(contenders: list[str], quick: bool, progress: Any = None) -> list[dict[str, Any]]:
+    """Every point: each contender (the reference first) x task duration x workers. Quick: the issue's
+    contenders only, tiny and 1 ms tasks, 2 workers."""
+    out = []
+    for contender in [REFERENCE, *contenders]:
+        full = contender == REFERENCE or contender in FULL_SWEEP
+        if quick and not full:
+            continue
+        durations = (0.0, 0.001) if quick else DURATIONS if full else OTHERS_DURATIONS
+        workers = (2,) if quick else WORKERS if full else OTHERS_WORKERS
+        for seconds in durations:
+            for w in workers:
+                out.append(measure(contender, w, seconds, (QUICK_TASKS if quick else TASKS)[seconds]))
+                if progress is not None:
+                    progress(f"throughput {contender} {seconds * 1000:g} ms w={w}")
+    return out
+
+
 def measure(contender: str, workers: int, seconds: float, tasks: int, python: str = sys.executable) -> dict[str, Any]:
     """One point, in a fresh process: total time, start-up (one task), and the ideal."""
-    out: dict[str, Any] = {"contender": contender, "workers": workers, "seconds": seconds, "tasks": tasks,
-                           "ideal": tasks * seconds / workers}
+    out: dict[str, Any] = {"contender": contender, "variant": contender, "workers": workers, "seconds": seconds,
+                           "tasks": tasks, "ideal": tasks * seconds / workers}
     for key, n in (("total", tasks), ("up", 1)):
         spec = {"contender": contender, "workers": workers, "seconds": seconds, "tasks": n}
         try:
@@ -103,6 +129,7 @@ def chart(runs: list[dict[str, Any]], out: Path) -> str | None:
 
     from bench import report
 
+    runs = [r for r in runs if "seconds" in r]  # not the "not installed" records
     ref = {(r["workers"], r["seconds"]): r["total"] for r in runs
            if r["contender"] == REFERENCE and r.get("total")}
     if not ref:
@@ -137,18 +164,22 @@ def chart(runs: list[dict[str, Any]], out: Path) -> str | None:
     return report._save(fig, out / "throughput.png")
 
 
-def text(runs: list[dict[str, Any]]) -> str:
+def text(runs: list[dict[str, Any]], link_base: str = "results") -> str:
     """The README's lines: 20,000 tiny tasks side by side, and the supervisor against the ideal."""
     def total(c: str, w: int, d: float) -> str:
         r = next((r for r in runs if r["contender"] == c and r["workers"] == w and r["seconds"] == d), None)
         return f"{r['total']:.2f} s" if r and r.get("total") else "n/a"
 
+    missing = [r for r in runs if "seconds" not in r]
+    runs = [r for r in runs if "seconds" in r]
     contenders = [REFERENCE] + [c for c in dict.fromkeys(r["contender"] for r in runs) if c != REFERENCE]
     tiny = next((r["tasks"] for r in runs if r["seconds"] == 0.0), None)
     lines = [f"| {tiny:,} tiny tasks, start-up included | " + " | ".join(f"{w} workers" for w in (2, 8)) + " |",
              "|---|---|---|"]
     for c in contenders:
         lines.append(f"| `{c}` | {total(c, 2, 0.0)} | {total(c, 8, 0.0)} |")
+    for r in missing:
+        lines.append(f"| `{r['contender']}` | not installed | not installed |")
     sup = [r for r in runs if r["contender"] == "supervisor" and r["seconds"] >= 0.001 and r.get("steady")]
     if sup:
         worst = max(sup, key=lambda r: r["steady"] / r["ideal"])
@@ -156,5 +187,5 @@ def text(runs: list[dict[str, Any]]) -> str:
         lines.append(f"Supervisor, once its workers are up (total minus a one-task run), on 1 ms and 10 ms tasks: at "
                      f"most {worst['steady'] / worst['ideal']:.2f}× the ideal tasks × duration / workers "
                      f"({worst['seconds'] * 1000:g} ms tasks, {worst['workers']} workers). Chart: "
-                     "[throughput.png](results/throughput.png).")
+                     f"[throughput.png]({link_base}/throughput.png).")
     return "\n".join(lines)
