@@ -11,6 +11,7 @@ import pytest
 from experiments.expect import DASK_STOP, PROMPT, Expect, check, expected_for, params
 from experiments.lab.harness import run_scenario
 from experiments.lab.scenarios import blocking_source
+from experiments.test_peer_libraries import BILLIARD_DEATH
 
 # The source blocks 2 s per item; the kill lands while it is blocked. Noticed "at the next item" means
 # after some part of those 2 s: more than BLOCKED_MIN, which is far above any event-driven detection.
@@ -32,7 +33,10 @@ EXPECTED = {
                             why="submit() on the broken executor raises once the source yields"),
     "mpire_pool": Expect("raised", "worker_died", culprit=False, detect_min=BLOCKED_MIN,
                          why="'Worker-1 died unexpectedly', once the loop is back from the source"),
-    "billiard_pool": Expect("hung", left_running=True, why="the lost task is never failed"),
+    "billiard_pool": Expect("raised", "worker_died", culprit=True, exitcode=-9, detect_min=BLOCKED_MIN,
+                            detect_max=2.0 + BILLIARD_DEATH,
+                            why="WorkerLostError names the job and signal, after the source's 2 s block, the "
+                                "lost-worker wait and terminate()'s wait for queued tasks"),
     "dask_distributed": Expect("returned", detect_max=DASK_STOP + 10,
                                why="recovered: the nanny restarts the worker and the task re-runs"),
 }

@@ -7,7 +7,7 @@ import pytest
 from experiments.expect import DASK_STOP, PROMPT, Expect, check, expected_for, params
 from experiments.lab.harness import run_scenario
 from experiments.lab.scenarios import callback_raises
-from experiments.test_peer_libraries import MPIRE_STOP
+from experiments.test_peer_libraries import BILLIARD_STOP, MPIRE_STOP
 
 SC = callback_raises()
 # 16 tasks of 0.3 s on 4 workers: a healthy run lasts about 1.2 s; the fault is on the first wave.
@@ -27,9 +27,8 @@ EXPECTED = {
     "loky_executor": Expect("raised", "callback_error", culprit=True, detect_max=PROMPT),
     "dask_distributed": Expect("raised", "callback_error", culprit=True, detect_max=DASK_STOP),
     "mpire_pool": Expect("raised", "callback_error", culprit=True, detect_max=MPIRE_STOP),
-    "billiard_pool": Expect("hung", left_running=None,
-                            why="noticed at once, but terminate() waits 5 s more for the queued tasks (~7 s in "
-                                "all), past this scenario's 5 s watchdog"),
+    "billiard_pool": Expect("raised", "callback_error", culprit=True, detect_max=BILLIARD_STOP,
+                            why="noticed at once, but terminate() waits 5 s more for the queued tasks (~7 s in all)"),
 }
 
 

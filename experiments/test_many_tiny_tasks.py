@@ -12,7 +12,7 @@ import pytest
 from experiments.expect import DASK_STOP, PROMPT, Expect, check, expected_for, params
 from experiments.lab.harness import run_scenario
 from experiments.lab.scenarios import many_tiny_tasks
-from experiments.test_peer_libraries import MPIRE_STOP
+from experiments.test_peer_libraries import BILLIARD_STOP, MPIRE_STOP
 
 SC = many_tiny_tasks()
 # Submitting 20,000 items takes the main thread a second or more before it can even wait; the
@@ -32,9 +32,8 @@ EXPECTED = {
     "loky_executor": Expect("raised", "timeout", detect_max=PROMPT),
     "dask_distributed": Expect("raised", "timeout", detect_max=DASK_STOP),
     "mpire_pool": Expect("raised", "timeout", detect_max=MPIRE_STOP),
-    "billiard_pool": Expect("hung", left_running=None,
-                            why="the timeout is noticed, but terminate() waits 5 s more for the queued tasks and "
-                                "the runner is still exiting when the 9 s watchdog fires"),
+    "billiard_pool": Expect("raised", "timeout", detect_max=BILLIARD_STOP,
+                            why="the timeout is noticed, but terminate() waits 5 s more for the queued tasks"),
 }
 
 

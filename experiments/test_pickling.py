@@ -12,7 +12,7 @@ import pytest
 from experiments.expect import DASK_STOP, PROMPT, Expect, check, expected_for, params
 from experiments.lab.harness import run_scenario
 from experiments.lab.scenarios import SCENARIOS, SERIALIZATION
-from experiments.test_peer_libraries import MPIRE_STOP
+from experiments.test_peer_libraries import BILLIARD_STOP, MPIRE_STOP
 
 HANG = Expect("hung", left_running=True)
 BROKEN = "worker_died"  # BrokenProcessPool / TerminatedWorkerError: every unfinished task fails, none named
@@ -108,11 +108,14 @@ ORIGINAL = {
     "result_unpicklable_in_parent": "ErrorAtUnpickle(2) refuses to be unpickled",
     "exception_unpicklable": "UnpicklableError: job failed on item 2",
 }
-# mpire and billiard, measured: both hang on almost every serialization fault (their result handlers
-# drop what they cannot read); a worker that dies is noticed by both (mpire without the item).
+# mpire and billiard, measured: each hangs on the faults its result handler drops (the rows left HANG);
+# the others are noticed, billiard's only after terminate() has waited for the queued tasks.
 for _fault in SERIALIZATION:
     EXPECTED[_fault]["mpire_pool"] = HANG
     EXPECTED[_fault]["billiard_pool"] = HANG
+for _fault in ("item_unpicklable_in_parent", "result_unpicklable_in_worker", "exception_unpicklable"):
+    EXPECTED[_fault]["billiard_pool"] = named("worker_error", detect=BILLIARD_STOP,
+                                              why="the error on that task, then terminate() waits for queued tasks")
 for _fault in ("item_unpickling_kills_worker", "result_pickling_kills_worker"):
     EXPECTED[_fault]["mpire_pool"] = Expect("raised", "worker_died", culprit=False,
                                             why="mpire's liveness check: 'Worker-N died unexpectedly', no item")

@@ -28,9 +28,8 @@ EXPECTED_RUN_TIMEOUT = {
     "loky_executor": Expect("raised", "timeout", detect_max=PROMPT),
     "dask_distributed": Expect("raised", "timeout", detect_max=DASK_STOP),
     "mpire_pool": Expect("raised", "timeout", detect_max=MPIRE_STOP),
-    "billiard_pool": Expect("hung", left_running=None,
-                            why="the deadline is noticed, but terminate() waits 5 s more for the queued 2 s tasks: "
-                                "past the 9 s watchdog"),
+    "billiard_pool": Expect("raised", "timeout", detect_max=BILLIARD_STOP,
+                            why="the deadline is noticed, but terminate() waits 5 s more for the queued 2 s tasks"),
 }
 
 EXPECTED_HANG_WITH_TIMEOUT = {

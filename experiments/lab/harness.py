@@ -48,8 +48,10 @@ LEFTOVER_GRACE = 1.0
 # Extra watchdog seconds for a variant's own start-up and recovery. Dask's LocalCluster imports
 # distributed in the main process and in every nanny and worker (2 s on an idle 2-core machine, up to
 # 8 s when the other core is busy), and after a worker is killed we measured its progress stalling for
-# ~15 s before it carries on. The watchdog is for "never comes back", not for "slow".
-STARTUP_ALLOWANCE = {"dask_distributed": 25.0}
+# ~15 s before it carries on. billiard's terminate() waits up to 5 s for queued tasks and each worker
+# sleeps 1 s on its way out (~7 s measured); mpire's terminate() starts a process per queue to drain it
+# (up to 4.7 s measured with the other core busy). The watchdog is for "never comes back", not for "slow".
+STARTUP_ALLOWANCE = {"dask_distributed": 25.0, "billiard_pool": 8.0, "mpire_pool": 5.0}
 # SIGKILL is delivered at once; a process leaves the process table when its memory is torn down, which for
 # a worker holding gigabytes takes a fraction of a second. 5 s bounds that wait on a loaded machine.
 REAP_LIMIT = 5.0
