@@ -61,6 +61,11 @@ def _cmdline(p: Any) -> list[str]:
 
 def main(spec: dict[str, Any]) -> None:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # Ctrl-C raises KeyboardInterrupt, as in a terminal, even when we were started by something that ignores
+    # SIGINT (a shell's background job, nohup, some CI runners): that disposition is inherited across exec,
+    # and Python installs its handler only when SIGINT is at its default. Measured: without this line, a
+    # bench started with `nohup ... &` recorded every design as finishing normally through Ctrl-C.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import psutil
 
     from experiments.lab import jobs
