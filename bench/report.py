@@ -440,6 +440,9 @@ def stamp_text(raw: dict[str, Any]) -> str:
                      f"GiB, {st['os']}; {st['implementation']} {st['python']}, start method {st['start_method']}; "
                      f"{pk}; commit `{st['git_commit'][:10]}`{' (dirty)' if st['git_dirty'] else ''}; "
                      f"OOM cgroup: {st['oom_cgroup']}.")
+    for name, d in raw.items():  # a sweep's rows re-measured after the run say so, and why
+        if "stamp" in d and d["stamp"].get("amended"):
+            lines.append(f"Amended ({name}): {d['stamp']['amended']}.")
     return "\n\n".join(lines)
 
 
