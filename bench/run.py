@@ -252,7 +252,7 @@ def run_overhead(plan: Plan, tmp: Path) -> dict[str, Any]:
     rows = []
     for b in data["benchmarks"]:
         info = b.get("extra_info", {})
-        if info.get("variant") in plan.variants or info.get("variant") == "plain_executor":
+        if info.get("variant") in plan.variants or info.get("variant") in ("plain_executor", "reference_map"):
             rows.append({"variant": info["variant"], "tasks": info["tasks"], "workers": info["workers"],
                          "median_s": b["stats"]["median"], "min_s": b["stats"]["min"], "max_s": b["stats"]["max"],
                          "rounds": b["stats"]["rounds"]})

@@ -1,5 +1,8 @@
 """Healthy-path cost: each variant against a plain ``ProcessPoolExecutor.submit`` + ``add_done_callback`` loop.
 
+Also timed, as the reference the throughput sweep draws (bench/throughput.py): ``ProcessPoolExecutor.map``
+with ``chunksize=256``, the fastest plain way to run many tiny tasks, knowing nothing of faults.
+
 Run by ``bench/run.py`` (which reads the JSON back for its chart), or by hand:
 
     python -m pytest bench/test_overhead.py --benchmark-enable
@@ -45,6 +48,12 @@ def plain_executor(job, items, workers):
     assert len(done) == TASKS
 
 
+def reference_map(job, items, workers):
+    """The throughput reference: chunked map, no per-task bookkeeping in the parent at all."""
+    with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
+        assert sum(1 for _ in ex.map(job, items, chunksize=256)) == TASKS
+
+
 def _variant_run(name):
     def go():
         calls = []
@@ -58,6 +67,13 @@ def test_baseline_plain_executor(benchmark):
     benchmark.extra_info.update(variant="plain_executor", tasks=TASKS, workers=WORKERS)
     rounds = _rounds(lambda: plain_executor(abs, range(TASKS), WORKERS))
     benchmark.pedantic(plain_executor, args=(abs, range(TASKS), WORKERS), rounds=rounds, iterations=1)
+
+
+@pytest.mark.timeout(600)
+def test_reference_chunked_map(benchmark):
+    benchmark.extra_info.update(variant="reference_map", tasks=TASKS, workers=WORKERS)
+    rounds = _rounds(lambda: reference_map(abs, range(TASKS), WORKERS))
+    benchmark.pedantic(reference_map, args=(abs, range(TASKS), WORKERS), rounds=rounds, iterations=1)
 
 
 @pytest.mark.timeout(600)
