@@ -148,7 +148,6 @@ class _Supervisor:
         self.ctx = multiprocessing.get_context("spawn")
         self.clock = Clock()
         self.report = RunReport(NAME, fates=[])
-        self.witness = _oom.Witness()
         self.retry: deque[int] = deque()  # positions to run (again): retries and tasks a dead worker held
         self.workers: list[_Worker] = []
         # workers being stopped: (process, SIGKILL at, exit fd, whether to close that fd)
@@ -156,7 +155,8 @@ class _Supervisor:
         self.failures: list[RunFailed] = []
         self.task_seconds: float | None = None  # running average of one task's duration in a worker
         self.item_bytes: float | None = None  # running average of one pickled item
-        self.source = Source(items, self.batch_size())  # read ahead: one batch
+        self.source = Source(items, self.batch_size())  # read ahead: one batch (iter(items) may raise: first)
+        self.witness = _oom.Witness()
         self.spawned = 0
         self.limit = _limits.MemoryLimit(options.memory_limit) if options.memory_limit else None
         if self.limit is not None:
