@@ -30,9 +30,9 @@ def test_abort_then_resume_runs_every_callback_exactly_once():
 
 def test_items_are_pulled_lazily_and_bounded():
     o = run_scenario(VARIANT, job={"type": "KillSelfAt", "at": 1, "n": 1000, "delay": 0.3}, items=10_000,
-                     run_kwargs={"workers": 4}, watchdog=20)
+                     run_kwargs={"workers": 4, "max_in_flight": 8}, watchdog=20)
     fates = o.result["report"]["fates"]
-    assert sum(fates.values()) <= o.result["report"]["completed"] + 2 * 4, fates  # max_in_flight = 2 x workers
+    assert sum(fates.values()) <= o.result["report"]["completed"] + 8, fates  # done + at most max_in_flight
 
 
 def test_continue_replaces_dead_workers_and_finishes_the_rest():
@@ -101,6 +101,8 @@ def test_tiny_tasks_a_hang_times_out_from_its_own_start():
     o = run_scenario(VARIANT, job={"type": "HangAt", "at": CULPRIT, "n": 1}, items=TINY,
                      run_kwargs={"workers": 2, "task_timeout": 0.5}, fault_clock="task_deadline", watchdog=30)
     assert (o.status, o.kind, o.item) == ("raised", "task_timeout", CULPRIT), o.stderr[-2000:]
+    # The deadline is the hang's own stamp + 0.5 s; the slot's start is written just before that stamp, so the
+    # raise may come up to a few ms "early" by this clock: 0.05 s allows for it.
     assert o.detect_latency is not None and -0.05 <= o.detect_latency <= TINY_LATE, o.detect_latency
 
 

@@ -80,7 +80,7 @@ def main(spec: dict[str, Any]) -> None:
     items = jobs.RaisingItems(items_spec.get("count", 100), items_spec.get("raise_at"), events, **extra)
     cb = spec.get("on_result", {})
     calls: dict[Any, int] = {}
-    results: list[int] = []
+    results: set[int] = set()  # distinct int results (a job returning its pid: which workers ran)
     callback_fault: dict[str, float] = {}
     db = None
     if cb.get("db"):
@@ -100,7 +100,7 @@ def main(spec: dict[str, Any]) -> None:
         key = int(item) if isinstance(item, int) else item  # not the item: a Payload carries megabytes
         calls[key] = calls.get(key, 0) + 1
         if isinstance(result, int):
-            results.append(result)
+            results.add(result)
 
     out: dict[str, Any] = {"variant": spec["variant"], "pid": os.getpid(), "python": sys.version.split()[0]}
     kwargs = dict(spec.get("run_kwargs", {}))
@@ -138,7 +138,7 @@ def main(spec: dict[str, Any]) -> None:
         out["done_items"] = sorted(calls) if len(calls) <= 2000 else None
     out["callback_calls"] = len(calls)
     out["callback_items"] = sorted(calls) if len(calls) <= 2000 else None
-    out["results"] = sorted(set(results))[:100]  # distinct results (a job returning its pid: which workers ran)
+    out["results"] = sorted(results)[:100]
     out["callback_repeats"] = sum(n > 1 for n in calls.values())
     out["t_callback_fault"] = callback_fault.get("t")
     out["peak_rss_mb"] = peak_rss_mb()

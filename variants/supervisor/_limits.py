@@ -96,18 +96,9 @@ class MemoryLimit:
 
     def oom_killed(self, pid: int) -> bool:
         """Did the kernel OOM-kill a process in this worker's own cgroup?"""
-        d = self.made.get(pid)
-        if d is None:
-            return False
-        for name in ("memory.events", "memory.oom_control"):
-            try:
-                for line in (d / name).read_text().splitlines():
-                    key, _, value = line.partition(" ")
-                    if key == "oom_kill":
-                        return int(value) > 0
-            except OSError:
-                continue
-        return False
+        from ._oom import _cgroup_oom_kills
+
+        return (_cgroup_oom_kills(self.made.get(pid)) or 0) > 0
 
     def release(self, pid: int) -> None:
         """Remove the worker's cgroup; it must have exited (an empty cgroup is removable)."""
