@@ -127,3 +127,65 @@ def test_mpire_reports_a_dead_worker_without_oom_exit_code_or_task():
         assert len(errors) == 1 and re.fullmatch(r"RuntimeError\('Worker-\d died unexpectedly'\)", errors.pop())
     finally:
         pool.terminate()
+
+
+def _billiard_pool_with_a_skipped_worker():
+    """Two workers busy on 30 s tasks, one of which billiard's terminate() loop will not signal: the state
+    its loop leaves when its result thread deletes an exited worker from the list mid-iteration."""
+    import billiard
+    from billiard.pool import Pool
+
+    pool = Pool(processes=2, context=billiard.get_context("spawn"))
+    results = [pool.apply_async(time.sleep, (30,)) for _ in range(2)]
+    deadline = time.monotonic() + 30
+    while not all(r.worker_pids() for r in results):  # both tasks ACKed: each worker is in its job
+        assert time.monotonic() < deadline, "billiard's workers did not start their tasks within 30 s"
+        time.sleep(0.05)
+    skipped = pool._pool[1]
+    skipped.terminate = lambda: None  # billiard's loop calls p.terminate() on this object: it does nothing
+    return pool, skipped
+
+
+def _terminate_within(terminate, pool, seconds: float) -> bool:
+    t = cf.ThreadPoolExecutor(1)
+    try:
+        f = t.submit(terminate, pool)
+        try:
+            f.result(timeout=seconds)
+            return True
+        except cf.TimeoutError:
+            return False
+    finally:
+        t.shutdown(wait=False)
+
+
+@_needs("billiard_pool")
+@pytest.mark.timeout(90)
+def test_billiard_terminate_waits_forever_for_a_worker_its_loop_skipped_and_the_variant_resends_sigterm():
+    """billiard's terminate() waits without a limit for a worker its SIGTERM loop skipped (seen in CI);
+    the variant's terminate() SIGTERMs the pool's workers once more and returns."""
+    from variants.billiard_pool import RESEND_AFTER
+    from variants.billiard_pool import terminate as variant_terminate
+
+    pool, skipped = _billiard_pool_with_a_skipped_worker()
+    try:
+        # Still waiting when every other billiard terminate() has long returned (BILLIARD_STOP bounds them).
+        assert not _terminate_within(lambda p: p.terminate(), pool, BILLIARD_STOP), \
+            "billiard's own terminate() returned although one worker never got SIGTERM"
+        assert skipped.is_alive()
+    finally:
+        os.kill(skipped.pid, signal.SIGTERM)  # what the variant does; the blocked terminate() then returns
+        skipped.join(30)
+
+    pool, skipped = _billiard_pool_with_a_skipped_worker()
+    t0 = time.monotonic()
+    try:
+        # The resend comes RESEND_AFTER in; then billiard's usual exit path and its 5 s wait for the two lost
+        # tasks: the same bound as every billiard row.
+        assert _terminate_within(variant_terminate, pool, BILLIARD_STOP), \
+            "the variant's terminate() did not resend SIGTERM to the worker billiard's loop skipped"
+        assert not skipped.is_alive() and time.monotonic() - t0 >= RESEND_AFTER
+    finally:
+        if skipped.is_alive():
+            os.kill(skipped.pid, signal.SIGKILL)
+            skipped.join(30)

@@ -52,11 +52,6 @@ EXPECTED_EVERY = {
 
 @pytest.mark.parametrize("variant", params(EXPECTED_LONE))
 def test_one_item_raises_among_long_tasks(variant):
-    if variant == "billiard_pool" and sys.version_info >= (3, 13):
-        # Seen once in CI on 3.13.0 (passed on 3.11 and 3.12 in the same run): after the error, terminate()
-        # SIGTERMed three workers and waited, with no limit, on a fourth that never exited: the watchdog fired.
-        # Not yet reproduced, so neither "raised" nor "hung" can be asserted here on 3.13.
-        pytest.skip("billiard_pool on 3.13: terminate() once waited forever on a worker (not yet reproduced)")
     o = run_scenario(variant, **LONE.kwargs)
     check(o, expected_for(EXPECTED_LONE, variant), fault_item=LONE.fault_item)
     if variant == "callback_monitor":

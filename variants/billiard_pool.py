@@ -14,7 +14,8 @@ billiard's two per-task limits, driven by the bounded-submission loop in ``varia
       TimeoutHandler (every 1 s): soft limit -> SIGUSR1 (SoftTimeLimitExceeded inside the job);
                    hard limit -> TimeLimitExceeded on the task, SIGTERM, 0.1 s, SIGKILL
     fault: pool.terminate(): SIGTERM every worker (each sleeps 1 s on its way out), join without a limit,
-           then wait up to 5 s more for tasks still queued (its result handler's shutdown loop)
+           then wait up to 5 s more for tasks still queued (its result handler's shutdown loop);
+           this variant SIGTERMs, once more, any worker still alive 1 s in (see ``terminate`` below)
 
 The wait before WorkerLostError is lost_worker_timeout: billiard's default is 10 s, this variant passes 1 s
 (LOST_WORKER_TIMEOUT below). No PDEATHSIG (billiard.util.set_pdeathsig exists; the pool never calls it), yet
@@ -25,7 +26,10 @@ Fixed by: ``variants.supervisor``.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -44,6 +48,16 @@ LOST_WORKER_TIMEOUT = 1.0
 # SIGTERMs then SIGKILLs the worker.
 HARD_AFTER_SOFT = 1.0
 STATUS = re.compile(r"Worker exited prematurely: (?:signal (\d+)|exitcode (\d+))")
+# billiard's terminate() SIGTERMs the workers by iterating the pool's list of workers while its result
+# thread deletes exited workers from that same list (Pool._join_exited_workers, `del self._pool[i]`). When
+# a deletion lands mid-loop, the next worker is skipped: it is never signalled, and terminate() then waits
+# for it without a limit (its result handler loops until every worker has exited). Seen twice in CI (the
+# stack: main thread in _terminate_pool -> result_handler.stop(), result thread in finish_at_shutdown; three
+# workers "exited with signal 15", the fourth alive) and reproduced on 2 cores under load. The variant does
+# what billiard's loop means to do: RESEND_AFTER seconds into terminate(), every worker still in the list gets
+# SIGTERM once more. A worker already on its way out dies at once (billiard's handler reset SIGTERM to its
+# default); one that ignores SIGTERM is still waited for forever, as billiard does (the hang rows).
+RESEND_AFTER = 1.0
 
 
 def unwrap(einfo: Any) -> BaseException:
@@ -66,6 +80,29 @@ def classify(e: BaseException) -> Classified:
     if isinstance(e, SoftTimeLimitExceeded | TimeLimitExceeded):
         return "task_timeout", None, True
     return "worker_error", None, True
+
+
+def terminate(pool: Any) -> None:
+    """``pool.terminate()``, with the workers its own loop may skip SIGTERMed once more (see RESEND_AFTER)."""
+    finished = threading.Event()
+
+    def resend() -> None:
+        if finished.wait(RESEND_AFTER):
+            return
+        for worker in list(pool._pool):  # a copy: billiard's result thread edits the list
+            if worker.pid is not None:
+                try:
+                    os.kill(worker.pid, signal.SIGTERM)
+                except ProcessLookupError:  # exited and reaped meanwhile
+                    pass
+
+    thread = threading.Thread(target=resend, name="billiard-resend-sigterm", daemon=True)
+    thread.start()
+    try:
+        pool.terminate()
+    finally:
+        finished.set()
+        thread.join(RESEND_AFTER)  # it only sends signals: returns at once once `finished` is set
 
 
 def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
@@ -111,4 +148,4 @@ def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
         pool.join()
 
     return drive(NAME, submit, items, on_result, timeout, max_in_flight or 2 * workers, classify,
-                 stop=pool.terminate, close=close)
+                 stop=lambda: terminate(pool), close=close)
