@@ -22,11 +22,12 @@ import pytest
 from experiments.expect import DASK_STOP, Expect, check, expected_for, params
 from experiments.lab import cgroup
 from experiments.lab.harness import run_scenario
+from experiments.lab.scenarios import MEMORY_LIMIT_MIB, memory_limit_overrun
 from experiments.test_peer_libraries import MPIRE_STOP
 from variants import VARIANTS
 
 VARIANT = "supervisor"
-LIMIT_MIB = 200
+LIMIT_MIB = MEMORY_LIMIT_MIB
 # A job that allocates twice its limit at item 3 while other tasks run. The fault is stamped when the job
 # starts allocating; the kernel kills it once 200 MiB are charged, which takes 0.3-0.7 s of page faults
 # on a loaded 2-core machine (measured), and the supervisor's detection is one wake-up after that SIGKILL
@@ -95,11 +96,11 @@ def test_a_job_past_its_memory_limit(variant):
         ok, why = cgroup.availability()
         if not ok:
             pytest.skip(why)
-    run_kwargs = {"workers": 4, "memory_limit": LIMIT_MIB << 20}
+    sc = memory_limit_overrun()  # the bench's matrix row runs it with on_error="raise" (every design alike)
+    kwargs = dict(sc.kwargs)
     if variant == VARIANT:
-        run_kwargs["on_error"] = "continue"
-    o = run_scenario(variant, job={"type": "AllocateAt", "at": 3, "mb": 2 * LIMIT_MIB, "n": 1000, "delay": 0.2},
-                     items=16, run_kwargs=run_kwargs, watchdog=30)
+        kwargs["run_kwargs"] = {**kwargs["run_kwargs"], "on_error": "continue"}
+    o = run_scenario(variant, **kwargs)
     row = expected_for(MEMORY, variant)
     check(o, row, fault_item=None if row.kind == "NotImplementedError" else 3)
     if row.kind == "NotImplementedError":
@@ -129,6 +130,49 @@ def test_a_job_past_its_memory_limit(variant):
         attempts = {e["pid"] for e in _starts(o) if e["item"] == 3}
         assert len(attempts) == DASK_ATTEMPTS, f"item 3 should have run on {DASK_ATTEMPTS} workers: {len(attempts)}"
         assert report["fates"]["failed"] == 1, report
+
+
+# -- (a') what the limit buys: the same job with and without it, the whole run in one memory cgroup -------
+# The run (parent included) in one memory cgroup of RUN_CGROUP_MIB, the parent holding PARENT_BALLAST_MIB
+# of its own (a large data set it keeps), four idle-sized workers (~15 MiB each, spawn) and the job that
+# allocates 2 x LIMIT_MIB. Without a limit the cgroup fills while that worker is at ~250 MiB: the kernel's
+# OOM killer then picks the largest process in the cgroup, the parent (~430 MiB), and the whole run is lost.
+# With memory_limit the worker is stopped at LIMIT_MIB, the cgroup peaks ~50 MiB under its own limit.
+RUN_CGROUP_MIB = 750
+PARENT_BALLAST_MIB = 400
+
+
+@pytest.mark.timeout(90)
+def test_what_the_limit_buys_the_kernel_otherwise_kills_the_largest_process_the_parent():
+    """No limit: the OOM killer picks by size inside the run's cgroup and kills the parent. With memory_limit:
+    only the culprit's worker dies, named with the limit, and the run finishes every other item."""
+    ok, why = cgroup.availability()
+    if not ok:
+        pytest.skip(why)
+    from variants.supervisor._oom import Baseline, Witness, _vmstat_oom_kills
+
+    sc = memory_limit_overrun()
+    without = {k: v for k, v in sc.kwargs["run_kwargs"].items() if k != "memory_limit"}
+    whole_run = {"limit_mb": RUN_CGROUP_MIB, "ballast_mb": PARENT_BALLAST_MIB}
+    witness = Witness()
+    try:
+        before = Baseline(None, None, _vmstat_oom_kills())
+        o = run_scenario(VARIANT, **{**sc.kwargs, "run_kwargs": without}, run_cgroup=whole_run)
+        assert any(e["ev"] == "fault" for e in o.events), "the job never reached its allocation"
+        check(o, Expect("runner_died", culprit=False, left_running=False,
+                        why="no limit: the kernel killed the parent, the largest process; its workers went with it "
+                            "(PR_SET_PDEATHSIG)"))
+        assert o.runner_returncode == -9, o.runner_returncode
+        verdict = witness.verdict(o.runner_pid, before)
+        assert verdict.startswith("the kernel OOM killer did it"), verdict
+    finally:
+        witness.close()
+
+    o = run_scenario(VARIANT, **{**sc.kwargs, "run_kwargs": {**sc.kwargs["run_kwargs"], "on_error": "continue"}},
+                     run_cgroup=whole_run)
+    check(o, expected_for(MEMORY, VARIANT), fault_item=3)
+    assert f"exceeded its memory_limit of {LIMIT_MIB} MiB" in o.result["message"], o.result["message"]
+    assert o.result["report"]["fates"] == {"done": 15, "failed": 1, "never_run": 0}, "the parent lived on"
 
 
 @pytest.mark.timeout(60)

@@ -123,13 +123,15 @@ def lab_cgroups() -> list[Path]:
         return []
     found: list[Path] = []
 
-    def walk(d: Path) -> None:
-        for child in d.glob(PREFIX + "*"):
+    def walk(d: Path, inside: bool) -> None:
+        # Inside a lab cgroup every directory is the lab's (a whole run's cgroup holds the supervisor's
+        # per-worker ones): all of them, deepest first.
+        for child in d.glob("*" if inside else PREFIX + "*"):
             if child.is_dir():
-                walk(child)
+                walk(child, True)
                 found.append(child)
 
-    walk(parent)
+    walk(parent, False)
     return found
 
 
@@ -148,7 +150,8 @@ def remove_lab_cgroups() -> int:
     Returns how many were removed."""
     removed = 0
     for d in lab_cgroups():
-        if _owner_alive(d):
+        # a nested directory (the supervisor's, inside a whole run's cgroup) is in use while its lab owner lives
+        if any(_owner_alive(a) for a in (d, *d.parents) if a.name.startswith(PREFIX)):
             continue
         try:
             d.rmdir()  # cgroupfs: rmdir of a cgroup with no process works despite its control files

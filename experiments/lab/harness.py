@@ -63,7 +63,8 @@ class Outcome:
     """What the harness saw. Latencies in seconds; None where the event never happened."""
 
     variant: str
-    status: str  # "returned" | "raised" | "hung" (no result before the watchdog) | "parent_killed"
+    status: str  # "returned" | "raised" | "hung" (no result before the watchdog) | "parent_killed" (by the
+    #              harness) | "runner_died" (the runner process ended by itself with no result: the kernel)
     result: dict[str, Any] | None
     fault_t: float | None
     detect_latency: float | None  # fault -> run() returned or raised
@@ -79,6 +80,8 @@ class Outcome:
     stderr: str
     events: list[dict[str, Any]] = field(default_factory=list)
     wall: float = 0.0
+    runner_pid: int | None = None
+    runner_returncode: int | None = None  # the runner process's own exit status (-9: SIGKILLed)
 
     @property
     def kind(self) -> str | None:
@@ -153,13 +156,15 @@ def run_scenario(variant: str, *, job: dict[str, Any] | None = None, items: int 
                  kill_worker_on_item: Any = None, kill_runner_after_starts: int | None = None,
                  sigint_after_starts: int | None = None, orphan_watch: float = LEFTOVER_GRACE,
                  sample_memory: bool = False, python: str | None = None,
-                 items_spec: dict[str, Any] | None = None) -> Outcome:
+                 items_spec: dict[str, Any] | None = None, run_cgroup: dict[str, int] | None = None) -> Outcome:
     """Run ``variant`` on one scenario in a fresh runner process and observe it from outside.
 
     ``fault_clock`` says when the fault happened: "event" (the first fault stamped by a job, the items
     iterator or on_result, or the harness's own kill), "deadline" (start + timeout), or "task_deadline"
     (the hang's stamp + task_timeout). ``items_spec`` adds to the items' description (see
-    ``jobs.RaisingItems``: a special item at an index, a source that blocks).
+    ``jobs.RaisingItems``: a special item at an index, a source that blocks). ``run_cgroup``
+    (``{"limit_mb": .., "ballast_mb": ..}``) runs the whole run, runner included, in one memory cgroup, the
+    runner holding ``ballast_mb`` of its own (see ``runner._enter_run_cgroup``).
     """
     run_kwargs = dict(run_kwargs or {})
     watchdog += STARTUP_ALLOWANCE.get(variant, 0.0)
@@ -168,7 +173,7 @@ def run_scenario(variant: str, *, job: dict[str, Any] | None = None, items: int 
         items_all = {"count": items, "raise_at": items_raise_at, **(items_spec or {})}
         spec = {"variant": variant, "job": job or {}, "items": items_all,
                 "on_result": on_result or {}, "run_kwargs": run_kwargs, "events": events,
-                "resume_items": resume_items}
+                "resume_items": resume_items, "run_cgroup": run_cgroup}
         stderr_path = os.path.join(tmp, "stderr.txt")
         with open(stderr_path, "w+") as stderr_file:
             return _observe(Watch(
@@ -303,6 +308,8 @@ def _observe(w: Watch) -> Outcome:
         fault_t = harness_fault_t or _first_fault(events)
     if parent_killed_t is not None:
         status = "parent_killed"
+    elif result is None and exit_t is not None:
+        status = "runner_died"
     elif hung:
         status = "hung"
     else:
@@ -320,7 +327,7 @@ def _observe(w: Watch) -> Outcome:
         orphans_exit_latency=(orphans_gone_t - parent_killed_t) if (orphans_gone_t and parent_killed_t) else None,
         peak_children_mb=peak_children if w.sample_memory else None,
         memory_trace=trace, stdout="".join(lines), stderr=stderr_file.read(), events=ev,
-        wall=time.monotonic() - t0,
+        wall=time.monotonic() - t0, runner_pid=proc.pid, runner_returncode=proc.returncode,
     )
 
 

@@ -59,6 +59,17 @@ def _cmdline(p: Any) -> list[str]:
         return []
 
 
+def _enter_run_cgroup(spec: dict[str, Any] | None) -> bytearray | None:
+    """The whole run in one memory cgroup: this process, before it starts any worker (workers inherit it),
+    holding ``ballast_mb`` of resident memory of its own (a parent holding a large data set)."""
+    if not spec:
+        return None
+    from experiments.lab import cgroup
+
+    cgroup.enter_limited_cgroup(spec["limit_mb"] << 20)
+    return bytearray(b"\x01") * (spec.get("ballast_mb", 0) << 20)  # written, so resident: charged to the cgroup
+
+
 def main(spec: dict[str, Any]) -> None:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     # Ctrl-C raises KeyboardInterrupt, as in a terminal, even when we were started by something that ignores
@@ -66,6 +77,7 @@ def main(spec: dict[str, Any]) -> None:
     # and Python installs its handler only when SIGINT is at its default. Measured: without this line, a
     # bench started with `nohup ... &` recorded every design as finishing normally through Ctrl-C.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    ballast = _enter_run_cgroup(spec.get("run_cgroup"))  # noqa: F841  (held, resident, until the runner exits)
     import psutil
 
     from experiments.lab import jobs

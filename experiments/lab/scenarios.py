@@ -181,6 +181,20 @@ def blocking_source(workers: int = 4, n: int = SMALL_N) -> Scenario:
               items_spec={"slow_from": workers, "slow_seconds": 2.0}, watchdog=10)
 
 
+# The per-worker memory limit of memory_limit_overrun, and what its job allocates (twice the limit).
+MEMORY_LIMIT_MIB = 200
+
+
+def memory_limit_overrun(workers: int = 4, n: int = 1000) -> Scenario:
+    # A response too large to trust: the job at item 3 allocates twice the per-worker limit while the other
+    # tasks run. Each design gets its own equivalent of run(memory_limit=) (the supervisor's cgroup per worker,
+    # billiard's max_memory_per_child, Dask's nanny); a design with none raises NotImplementedError.
+    return _s("memory_limit_overrun", workers, f"a job allocates past a {MEMORY_LIMIT_MIB} MiB per-worker memory limit",
+              fault_item=3, needs=("oom",), job={"type": "AllocateAt", "at": 3, "mb": 2 * MEMORY_LIMIT_MIB, "n": n,
+                                                  "delay": 0.2},
+              items=16, run_kwargs={"memory_limit": MEMORY_LIMIT_MIB << 20}, watchdog=30)
+
+
 SCENARIOS: dict[str, Callable[..., Scenario]] = {
     "worker_raises": worker_raises,
     "worker_raises_every": worker_raises_every,
@@ -200,5 +214,6 @@ SCENARIOS: dict[str, Callable[..., Scenario]] = {
     "ctrl_c": ctrl_c,
     "many_tiny_tasks": many_tiny_tasks,
     "blocking_source": blocking_source,
+    "memory_limit_overrun": memory_limit_overrun,
     **{name: serialization(name) for name in SERIALIZATION},
 }
