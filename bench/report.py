@@ -462,7 +462,8 @@ def durations_text(raw: dict[str, Any]) -> str:
     runs = {d["stamp"]["date"]: d["stamp"] for name, d in raw.items() if name != SUITE and "stamp" in d}
     for st in sorted(runs.values(), key=lambda st: st["date"]):
         sweeps = "every sweep" if set(st.get("sweeps") or []) >= set(SWEEPS) else ", ".join(st.get("sweeps") or [])
-        parts.append(f"`python bench/run.py{' --quick' if st['mode'] == 'quick' else ''}` took "
+        flags = (" --quick" if st["mode"] == "quick" else "") + (" --jobs 1" if st.get("jobs", 1) == 1 else "")
+        parts.append(f"`python bench/run.py{flags}` took "
                      f"{st['bench_seconds'] / 60:.1f} min ({sweeps}; {st['date']})")
     if not parts:
         return ""
