@@ -142,6 +142,15 @@ def test_rule3_finished_items_are_counted_not_kept():
     assert report.fates == [] and len(report._open) == 0
 
 
+@pytest.mark.timeout(120)
+def test_rule3_recycled_workers_are_counted_not_noted_each():
+    """Breaks if each retirement adds a note: the report would grow with the task count, not what is left."""
+    report = sup.run(identity, range(100), workers=2, max_tasks_per_worker=2)
+    retired = [n for n in report.notes if n.startswith("retired ")]
+    assert len(report.notes) == 1 and len(retired) == 1, report.notes[:5]
+    assert int(retired[0].split()[1]) >= 49, retired  # 50 workers ran 2 tasks each; the last ones may not retire
+
+
 @pytest.mark.parametrize("grace", [float("inf"), float("nan"), True, -1, "1"])
 def test_rule4_grace_must_be_finite(grace):
     """Breaks if a grace that cannot end (inf) or is not a number passes: the stop would never reach SIGKILL."""

@@ -158,6 +158,7 @@ class _Supervisor:
         self.source = Source(items, self.batch_size())  # read ahead: one batch (iter(items) may raise: first)
         self.witness = _oom.Witness()
         self.spawned = 0
+        self.retired = 0  # workers replaced after max_tasks_per_worker tasks (one note at the end says how many)
         self.limit = _limits.MemoryLimit(options.memory_limit) if options.memory_limit else None
         if self.limit is not None:
             self.report.notes.append(f"memory_limit {options.memory_limit / 2**20:.0f} MiB: {self.limit.mechanism}")
@@ -225,7 +226,8 @@ class _Supervisor:
                 proc.join(0)
                 if self.limit is not None:
                     self.limit.release(proc.pid)
-                self.report.notes.append(f"stopped worker pid {proc.pid} (exit code {proc.exitcode})")
+                if proc.exitcode != 0:  # a stopped (hung, timed-out) worker; a retired one exits 0, unnoted
+                    self.report.notes.append(f"stopped worker pid {proc.pid} (exit code {proc.exitcode})")
                 continue
             if now >= kill_at:
                 proc.kill()  # ignored SIGTERM for `grace` seconds
@@ -382,7 +384,7 @@ class _Supervisor:
                 pass
             self.retire(w)
             self.stopping.append((w.proc, time.monotonic() + self.opt.grace, *exit_fd(w.proc)))
-            self.report.notes.append(f"retired worker pid {w.proc.pid} after {w.sent} tasks")
+            self.retired += 1  # counted, not a note each: a long run retires workers without end
         self.source.set_capacity(self.batch_size())
 
     def on_message(self, w: _Worker) -> None:
@@ -591,4 +593,7 @@ def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
         finally:
             sup.report.set_rest(sup.source.stop())
             sup.report.elapsed = sup.clock.elapsed()
+            if sup.retired:
+                sup.report.notes.append(f"retired {sup.retired} worker(s) after max_tasks_per_worker="
+                                        f"{options.max_tasks_per_worker} tasks each")
     return sup.report
