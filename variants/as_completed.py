@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from .contract import Clock, RunFailed, RunReport, check_arguments, no_task_timeout
+from .contract import Clock, RunFailed, RunReport, check_arguments, no_task_timeout, unsupported
 
 NAME = "as_completed"
 
@@ -54,9 +54,8 @@ def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
     """
     check_arguments(NAME, job, items, workers, on_result, timeout, task_timeout)
     no_task_timeout(NAME, task_timeout)
-    if memory_limit is not None:
-        raise NotImplementedError(f"{NAME} cannot enforce memory_limit: ProcessPoolExecutor has no per-worker "
-                                  "memory limit")
+    unsupported(NAME, "memory_limit", memory_limit,
+                "ProcessPoolExecutor has no per-worker memory limit")
     clock = Clock()
     report = RunReport(NAME)
     try:

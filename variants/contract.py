@@ -258,10 +258,16 @@ def check_arguments(variant: str, job: Callable[[Any], Any], items: Iterable[Any
                         f"instance), {job!r} is not: {e}") from e
 
 
+def unsupported(variant: str, option: str, value: Any, why: str) -> None:
+    """An option the design has no equivalent for, when given (not None): NotImplementedError naming the
+    design and the option, instead of silently ignoring it."""
+    if value is not None:
+        raise NotImplementedError(f"{variant} cannot enforce {option}: {why}")
+
+
 def no_task_timeout(variant: str, task_timeout: float | None) -> None:
     """For designs without per-task limits: say so instead of silently ignoring the argument."""
-    if task_timeout is not None:
-        raise NotImplementedError(f"{variant} cannot enforce task_timeout: its design has no per-task limit")
+    unsupported(variant, "task_timeout", task_timeout, "its design has no per-task limit")
 
 
 class Clock:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._bounded import Classified, DeadlinePassed, drive
-from .contract import RunFailed, RunReport, _Rest, check_arguments, no_task_timeout
+from .contract import RunFailed, RunReport, _Rest, check_arguments, no_task_timeout, unsupported
 
 NAME = "dask_distributed"
 CLOSE_LIMIT = 10  # seconds for the cluster to close; every wait has a limit
@@ -71,9 +71,8 @@ def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
     (installed, or on ``PYTHONPATH``): see experiments/test_dask_cluster.py for what happens otherwise."""
     check_arguments(NAME, job, items, workers, on_result, timeout, task_timeout)
     no_task_timeout(NAME, task_timeout)
-    if max_tasks_per_worker is not None:
-        raise NotImplementedError(f"{NAME} cannot enforce max_tasks_per_worker: Dask retires workers by age "
-                                  "(distributed.worker.lifetime.duration), never after N tasks")
+    unsupported(NAME, "max_tasks_per_worker", max_tasks_per_worker,
+                "Dask retires workers by age (distributed.worker.lifetime.duration), never after N tasks")
     address = address or os.environ.get("DASK_SCHEDULER_ADDRESS")
     if memory_limit is not None and address is not None:
         raise NotImplementedError(f"{NAME} cannot set memory_limit on a running cluster: its workers have their "

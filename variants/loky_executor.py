@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._bounded import Classified, drive
-from .contract import RunReport, check_arguments, no_task_timeout
+from .contract import RunReport, check_arguments, no_task_timeout, unsupported
 
 NAME = "loky_executor"
 
@@ -61,13 +61,12 @@ def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
     """
     check_arguments(NAME, job, items, workers, on_result, timeout, task_timeout)
     no_task_timeout(NAME, task_timeout)
-    if max_tasks_per_worker is not None:
-        raise NotImplementedError(f"{NAME} cannot enforce max_tasks_per_worker: loky recycles workers only when idle "
-                                  "past its timeout or after a suspected memory leak, never after N tasks")
-    if memory_limit is not None:
-        raise NotImplementedError(f"{NAME} cannot enforce memory_limit: loky only restarts a worker, between tasks, "
-                                  "whose RSS grew past LOKY_MAX_MEMORY_LEAK_SIZE (300 MB) over its size after "
-                                  "its first task; that is a leak check, not a per-worker limit")
+    unsupported(NAME, "max_tasks_per_worker", max_tasks_per_worker,
+                "loky recycles workers only when idle past its timeout or after a suspected memory leak, never "
+                "after N tasks")
+    unsupported(NAME, "memory_limit", memory_limit,
+                "loky only restarts a worker, between tasks, whose RSS grew past LOKY_MAX_MEMORY_LEAK_SIZE (300 "
+                "MB) over its size after its first task; that is a leak check, not a per-worker limit")
     from loky import ProcessPoolExecutor
     from loky.backend.context import get_context
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from ._as_future import settled_by_callbacks
 from ._bounded import Classified, drive
-from .contract import RunReport, check_arguments
+from .contract import RunReport, check_arguments, unsupported
 
 NAME = "mpire_pool"
 DIED = re.compile(r"Worker-\d+ died unexpectedly")
@@ -63,11 +63,10 @@ def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
     - ``memory_limit``: mpire has none; NotImplementedError.
     """
     check_arguments(NAME, job, items, workers, on_result, timeout, task_timeout)
-    if max_tasks_per_worker is not None:
-        raise NotImplementedError(f"{NAME} cannot enforce max_tasks_per_worker: mpire's worker_lifespan exists for "
-                                  "map/imap only, and apply_async starts its workers without one")
-    if memory_limit is not None:
-        raise NotImplementedError(f"{NAME} cannot enforce memory_limit: mpire has no per-worker memory limit")
+    unsupported(NAME, "max_tasks_per_worker", max_tasks_per_worker,
+                "mpire's worker_lifespan exists for map/imap only, and apply_async starts its workers without one")
+    unsupported(NAME, "memory_limit", memory_limit,
+                "mpire has no per-worker memory limit")
     from mpire import WorkerPool
 
     pool = WorkerPool(n_jobs=workers, start_method="spawn")

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._bounded import Classified, drive
-from .contract import RunReport, check_arguments
+from .contract import RunReport, check_arguments, unsupported
 
 NAME = "pebble_pool"
 JOIN_LIMIT = 10.0  # seconds: every join has a limit; pebble's stop() terminates, so this is ample
@@ -58,9 +58,8 @@ def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
     - ``memory_limit``: pebble has none; NotImplementedError.
     """
     check_arguments(NAME, job, items, workers, on_result, timeout, task_timeout)
-    if memory_limit is not None:
-        raise NotImplementedError(f"{NAME} cannot enforce memory_limit: pebble's ProcessPool has no per-worker "
-                                  "memory limit")
+    unsupported(NAME, "memory_limit", memory_limit,
+                "pebble's ProcessPool has no per-worker memory limit")
     from pebble import ProcessPool
 
     pool = ProcessPool(max_workers=workers, max_tasks=max_tasks_per_worker or 0, initializer=initializer,

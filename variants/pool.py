@@ -31,7 +31,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .contract import Clock, RunFailed, RunReport, check_arguments, no_task_timeout
+from .contract import Clock, RunFailed, RunReport, check_arguments, no_task_timeout, unsupported
 
 NAME = "pool"
 
@@ -51,9 +51,8 @@ def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
     """
     check_arguments(NAME, job, items, workers, on_result, timeout, task_timeout)
     no_task_timeout(NAME, task_timeout)
-    if memory_limit is not None:
-        raise NotImplementedError(f"{NAME} cannot enforce memory_limit: multiprocessing.Pool has no per-worker "
-                                  "memory limit")
+    unsupported(NAME, "memory_limit", memory_limit,
+                "multiprocessing.Pool has no per-worker memory limit")
     clock = Clock()
     report = RunReport(NAME)
     lock = threading.Lock()

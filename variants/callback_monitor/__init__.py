@@ -38,7 +38,7 @@ from ctypes import c_wchar_p
 from functools import partial
 from typing import Any
 
-from ..contract import Clock, RunReport, check_arguments, no_task_timeout
+from ..contract import Clock, RunReport, check_arguments, no_task_timeout, unsupported
 from .process_monitor import ProcessMonitor
 
 NAME = "callback_monitor"
@@ -81,9 +81,8 @@ def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
     itself is untouched. ``memory_limit``: none in the executor; NotImplementedError."""
     check_arguments(NAME, job, items, workers, on_result, timeout, task_timeout)
     no_task_timeout(NAME, task_timeout)
-    if memory_limit is not None:
-        raise NotImplementedError(f"{NAME} cannot enforce memory_limit: the article's ProcessPoolExecutor has no "
-                                  "per-worker memory limit")
+    unsupported(NAME, "memory_limit", memory_limit,
+                "the article's ProcessPoolExecutor has no per-worker memory limit")
     clock = Clock()
     report = RunReport(NAME)
     mp_context = multiprocessing.get_context("spawn")
