@@ -26,8 +26,8 @@ SWEEPS = ("matrix", "latency_workers", "latency_payload", "memory_tasks", "memor
 BASELINE = "plain_executor"
 FAULT_ORDER = ["worker_raises", "worker_raises_every", "worker_killed", "worker_crash_KillSelfAt",
                "worker_crash_SegfaultAt", "worker_crash_ExitAt", "worker_oom", "callback_raises", "run_timeout",
-               "hang_with_timeout", "hang_no_timeout", "task_timeout", "hang_ignoring_sigterm", "main_raises",
-               "main_killed", "ctrl_c", "many_tiny_tasks", "memory_limit_overrun"]
+               "hang_with_timeout", "hang_no_timeout", "task_timeout", "hang_ignoring_sigterm", "hang_in_child_process",
+               "main_raises", "main_killed", "ctrl_c", "many_tiny_tasks", "memory_limit_overrun"]
 # The latency charts: one panel per fault, the three places a fault starts (the job, the worker process,
 # the main process's callback). The OOM kill takes the SIGKILL path and timeouts are deadlines, both
 # measured at 4 workers in the matrix.

@@ -84,6 +84,31 @@ class HangAt(Workload):
 
 
 @dataclass(frozen=True, kw_only=True)
+class HangInChildAt(Workload):
+    """Wait at the item on a process the job started, which never ends (a command-line tool that hangs):
+    ``subprocess.run(["sleep", ...])`` with no timeout of its own. Stopping the worker leaves that child."""
+
+    def misbehave(self, item: Any) -> None:
+        import subprocess
+
+        stamp(self.events, "fault", item)
+        subprocess.run(["sleep", "3600"], check=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class KillSelfWithChildAt(Workload):
+    """Start a child process that never ends (``sleep``), then SIGKILL the worker itself at the item: the
+    child is orphaned before anyone could list it."""
+
+    def misbehave(self, item: Any) -> None:
+        import subprocess
+
+        subprocess.Popen(["sleep", "3600"])
+        stamp(self.events, "fault", item)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass(frozen=True, kw_only=True)
 class HangIgnoringTermAt(Workload):
     """Never return and ignore SIGTERM (a C extension stuck in a call, or a handler that swallows it)."""
 
@@ -234,9 +259,9 @@ class UsesInitDb(Workload):
 INITIALIZERS = {f.__name__: f for f in (open_db_once, failing_initializer)}
 
 
-JOBS = {cls.__name__: cls for cls in (Workload, RaiseAt, SleepAt, HangAt, HangIgnoringTermAt, KillSelfAt,
-                                      OomAt, SegfaultAt, ExitAt, ReturnsAt, RaiseUnpicklableAt,
-                                      KillSelfAfterOtherOomAt, AllocateAt, UsesInitDb)}
+JOBS = {cls.__name__: cls for cls in (Workload, RaiseAt, SleepAt, HangAt, HangInChildAt, KillSelfWithChildAt,
+                                      HangIgnoringTermAt, KillSelfAt, OomAt, SegfaultAt, ExitAt, ReturnsAt,
+                                      RaiseUnpicklableAt, KillSelfAfterOtherOomAt, AllocateAt, UsesInitDb)}
 
 
 def make_job(spec: dict[str, Any]) -> Any:

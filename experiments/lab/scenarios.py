@@ -107,6 +107,14 @@ def task_timeout(workers: int = 4, n: int = SMALL_N) -> Scenario:
               run_kwargs={"task_timeout": 1.0}, fault_clock="task_deadline", watchdog=8)
 
 
+def hang_in_child_process(workers: int = 4, n: int = SMALL_N) -> Scenario:
+    # The job at item 1 waits on a command it started (a tool that never answers); the run has a 3 s limit.
+    # Stopping the worker is not enough: the command lives on unless the design stops it too.
+    return _s("hang_in_child_process", workers, "a job waits on a child process that hangs; the run has a timeout",
+              fault_item=1, job={"type": "HangInChildAt", "at": 1, "n": n, "delay": 0.1}, items=4 * workers,
+              run_kwargs={"timeout": 3.0}, fault_clock="deadline", watchdog=TIMEOUT_WATCHDOG)
+
+
 def hang_ignoring_sigterm(workers: int = 4, n: int = SMALL_N) -> Scenario:
     # One task hangs with SIGTERM ignored; the whole run has a 3 s limit. Can the design stop it?
     return _s("hang_ignoring_sigterm", workers, "a worker hangs ignoring SIGTERM; the run has a timeout", fault_item=1,
@@ -209,6 +217,7 @@ SCENARIOS: dict[str, Callable[..., Scenario]] = {
     "hang_no_timeout": hang_no_timeout,
     "task_timeout": task_timeout,
     "hang_ignoring_sigterm": hang_ignoring_sigterm,
+    "hang_in_child_process": hang_in_child_process,
     "main_raises": main_raises,
     "main_killed": main_killed,
     "ctrl_c": ctrl_c,

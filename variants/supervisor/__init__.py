@@ -16,7 +16,8 @@ item a dead worker was running, and when that item started. Start method: spawn,
       <- sentinel ready: worker_died; culprit = the slot's task;   |  its start, read by the loop
                          tasks queued behind it run elsewhere      |  dies with the parent:
       <- deadline:       timeout / task_timeout (slot's start)     |  PR_SET_PDEATHSIG + a thread on
-    fault: stop reading items; SIGTERM, SIGKILL after grace;       |  the parent's sentinel
+    fault: stop reading items; SIGTERM, SIGKILL after grace        |  the parent's sentinel
+      (the workers and the processes their jobs started);          |
       join; raise RunFailed (report: what is left)                 |
 
 Rules it keeps (each one is a test in tests/test_supervisor_rules.py or an experiment):
@@ -30,8 +31,11 @@ Rules it keeps (each one is a test in tests/test_supervisor_rules.py or an exper
    and one batch of answers; a finished item is counted, not kept, and a result is dropped once
    ``on_result`` returned.
 4. Every wait has a limit and every exit path runs the same stop, which always reaches SIGKILL: no
-   process outlives ``run()``, whatever raised (the job, ``on_result``, ``items``, Ctrl-C). The items
-   thread exits with it too, except while inside a ``next(items)`` call that blocks (Python cannot
+   process outlives ``run()``, whatever raised (the job, ``on_result``, ``items``, Ctrl-C). That includes
+   the processes a job started (a tool it runs through ``subprocess``): listed before their worker is
+   stopped, they get its signals (``_family``). Not those of a worker that died by itself, orphaned
+   before anyone could list them, unless ``memory_limit`` holds them in the worker's cgroup. The items
+   thread exits with the run too, except while inside a ``next(items)`` call that blocks (Python cannot
    interrupt one): it exits when that call returns.
 5. What is left is exact and reachable: ``e.report.remaining()`` on any exception that leaves ``run()``
    yields the unfinished items, then the items never pulled, so a resume runs each item once.
@@ -54,7 +58,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from ..contract import Clock, Fate, RemoteTraceback, RunFailed, RunReport, attach_report, check_arguments
-from . import _limits, _oom, _worker
+from . import _family, _limits, _oom, _worker
 from ._source import Source
 
 NAME = "supervisor"
@@ -150,8 +154,9 @@ class _Supervisor:
         self.report = RunReport(NAME, fates=[])
         self.retry: deque[int] = deque()  # positions to run (again): retries and tasks a dead worker held
         self.workers: list[_Worker] = []
-        # workers being stopped: (process, SIGKILL at, exit fd, whether to close that fd)
-        self.stopping: list[tuple[multiprocessing.process.BaseProcess, float, int, bool]] = []
+        # workers being stopped: (process, SIGKILL at, exit fd, whether to close that fd, its job's own
+        # processes as listed when the stop began: they go with it, see _family)
+        self.stopping: list[tuple[multiprocessing.process.BaseProcess, float, int, bool, list[_family.Member]]] = []
         self.failures: list[RunFailed] = []
         self.task_seconds: float | None = None  # running average of one task's duration in a worker
         self.item_bytes: float | None = None  # running average of one pickled item
@@ -213,17 +218,21 @@ class _Supervisor:
         """SIGTERM now, SIGKILL at the grace deadline: the loop waits on its sentinel meanwhile, blocking nothing."""
         self.retire(w)
         if w.proc.exitcode is None:
+            family = _family.descendants(w.proc.pid)
             w.proc.terminate()
-            self.stopping.append((w.proc, time.monotonic() + self.opt.grace, *exit_fd(w.proc)))
+            _family.signal_all(family, signal.SIGTERM)
+            self.stopping.append((w.proc, time.monotonic() + self.opt.grace, *exit_fd(w.proc), family))
 
     def reap_stopping(self, now: float, exited: set[int]) -> None:
-        """Forget the stopping workers whose exit fd was readable; SIGKILL those past their grace."""
+        """Forget the stopping workers whose exit fd was readable (SIGKILL what their jobs started and left);
+        SIGKILL those past their grace."""
         still = []
-        for proc, kill_at, fd, owned in self.stopping:
+        for proc, kill_at, fd, owned, family in self.stopping:
             if fd in exited or proc.exitcode is not None:
                 if owned:
                     os.close(fd)
                 proc.join(0)
+                _family.signal_all(family)
                 if self.limit is not None:
                     self.limit.release(proc.pid)
                 if proc.exitcode != 0:  # a stopped (hung, timed-out) worker; a retired one exits 0, unnoted
@@ -231,8 +240,9 @@ class _Supervisor:
                 continue
             if now >= kill_at:
                 proc.kill()  # ignored SIGTERM for `grace` seconds
+                _family.signal_all(family)
                 kill_at = math.inf  # its exit fd will say when it is gone
-            still.append((proc, kill_at, fd, owned))
+            still.append((proc, kill_at, fd, owned, family))
         self.stopping = still
 
     def stop_all(self, orderly: bool) -> None:
@@ -240,8 +250,11 @@ class _Supervisor:
         now = time.monotonic()
         # each process's SIGKILL time: a worker already being stopped keeps its own (its grace has run)
         kill_at = {w.proc: now + self.opt.grace for w in self.workers}
-        for proc, at, fd, owned in self.stopping:
+        # what each job started (listed before its worker is asked to stop, while they are still its children)
+        families = _family.descendants(*(w.proc.pid for w in self.workers))
+        for proc, at, fd, owned, family in self.stopping:
             kill_at[proc] = min(at, now + self.opt.grace)
+            families += family
             if owned:
                 os.close(fd)
         self.stopping = []
@@ -255,6 +268,8 @@ class _Supervisor:
                         pass
                 elif w.proc.exitcode is None:
                     w.proc.terminate()  # workers already being stopped had their SIGTERM
+            if not orderly:
+                _family.signal_all(families, signal.SIGTERM)
             for p in sorted(procs, key=kill_at.__getitem__):
                 reap(p, max(0.0, kill_at[p] - time.monotonic()))
                 if p.exitcode is None:
@@ -265,6 +280,7 @@ class _Supervisor:
                     p.kill()
             for p in procs:
                 reap(p, JOIN_LIMIT)
+            _family.signal_all(families)  # what the jobs started and left: their workers are gone
             for w in list(self.workers):
                 self.retire(w)
             self.witness.close()
@@ -383,7 +399,8 @@ class _Supervisor:
             except OSError:
                 pass
             self.retire(w)
-            self.stopping.append((w.proc, time.monotonic() + self.opt.grace, *exit_fd(w.proc)))
+            self.stopping.append((w.proc, time.monotonic() + self.opt.grace, *exit_fd(w.proc),
+                                  _family.descendants(w.proc.pid)))
             self.retired += 1  # counted, not a note each: a long run retires workers without end
         self.source.set_capacity(self.batch_size())
 

@@ -14,9 +14,13 @@ The report's notes say which one was in force, and why the cgroup was not.
 from __future__ import annotations
 
 import os
+import signal
+import time
 from pathlib import Path
 
 PREFIX = "supervisor-"
+# A SIGKILLed process leaves its cgroup within milliseconds; 1 s covers a loaded machine.
+RELEASE_WAIT = 1.0
 V1_ROOT = Path("/sys/fs/cgroup/memory")
 V2_ROOT = Path("/sys/fs/cgroup")
 
@@ -101,21 +105,32 @@ class MemoryLimit:
         return (_cgroup_oom_kills(self.made.get(pid)) or 0) > 0
 
     def release(self, pid: int) -> None:
-        """Remove the worker's cgroup; it must have exited (an empty cgroup is removable)."""
+        """Remove the worker's cgroup once it has exited. Processes still in it are what its job started
+        and left (orphaned if the worker died by itself): SIGKILLed first."""
         d = self.made.get(pid)
         if d is None:
             return
         try:
+            for left in (d / "cgroup.procs").read_text().split():
+                try:
+                    os.kill(int(left), signal.SIGKILL)
+                except OSError:
+                    pass
             d.rmdir()
             del self.made[pid]
         except OSError:
-            pass  # not empty yet: release_all() tries again after the final reap
+            pass  # not empty yet (a process still exiting): release_all() tries again after the final reap
 
     def release_all(self) -> list[str]:
-        """Remove every cgroup this run made; returns the ones that could not be removed."""
-        for pid in list(self.made):
-            self.release(pid)
-        return [str(d) for d in self.made.values()]
+        """Remove every cgroup this run made, waiting up to RELEASE_WAIT for their last processes to go;
+        returns the ones that could not be removed."""
+        deadline = time.monotonic() + RELEASE_WAIT
+        while True:
+            for pid in list(self.made):
+                self.release(pid)
+            if not self.made or time.monotonic() > deadline:
+                return [str(d) for d in self.made.values()]
+            time.sleep(0.01)
 
 
 def address_space_limit(limit: int) -> None:
