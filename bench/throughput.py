@@ -234,8 +234,11 @@ def text(runs: list[dict[str, Any]], link_base: str = "results") -> str:
     for r in missing:
         lines.append(f"| `{r['contender']}` | not installed | not installed |")
     sup = [r for r in runs if r["contender"] == "supervisor" and r["seconds"] >= 0.001 and r.get("steady")]
-    if sup:
-        worst = max(sup, key=lambda r: r["steady"] / r["ideal"])
+    worst = max(sup, key=lambda r: r["steady"] / r["ideal"]) if sup else None
+    if worst is not None and worst["steady"] <= 0:  # the work was smaller than the start-up's own spread
+        lines += ["", "Supervisor once its workers are up: the work was too short to measure against its start-up "
+                      "here (a --quick run?)."]
+    elif worst is not None:
         lines.append("")
         lines.append(f"Supervisor, once its workers are up (total minus a one-task run), on 1 ms and 10 ms tasks: at "
                      f"most {worst['steady'] / worst['ideal']:.2f}× the ideal tasks × duration / workers "
