@@ -45,13 +45,23 @@ MEMORY_TICK = 0.05  # seconds between memory samples, when sampling is asked for
 # two orders of magnitude above that, and far below "left running for good". A scenario about the
 # parent's death watches longer (orphan_watch).
 LEFTOVER_GRACE = 1.0
-# Extra watchdog seconds for a variant's own start-up and recovery. Dask's LocalCluster imports
-# distributed in the main process and in every nanny and worker (2 s on an idle 2-core machine, up to
-# 8 s when the other core is busy), and after a worker is killed we measured its progress stalling for
-# ~15 s before it carries on. billiard's terminate() waits up to 5 s for queued tasks and each worker
-# sleeps 1 s on its way out (~7 s measured); mpire's terminate() starts a process per queue to drain it
-# (up to 4.7 s measured with the other core busy). The watchdog is for "never comes back", not for "slow".
-STARTUP_ALLOWANCE = {"dask_distributed": 25.0, "billiard_pool": 8.0, "mpire_pool": 5.0}
+# Extra watchdog seconds for a variant's own start-up and recovery. The watchdog is for "never comes
+# back", not for "slow".
+# Start-up: Dask's LocalCluster imports distributed in the main process and in every nanny and worker (2 s
+# on an idle 2-core machine, up to 8 s when the other core is busy; 10 s bounds that). The other designs
+# start their workers as the plain executors do, within the scenarios' own watchdogs.
+START_ALLOWANCE = {"dask_distributed": 10.0}
+# Recovery and stop, once a fault is noticed: after a worker is killed we measured Dask's progress stalling
+# for ~15 s before it carries on. billiard's terminate() waits up to 5 s for queued tasks and each worker
+# sleeps 1 s on its way out (~7 s measured); mpire's terminate() starts a process per queue to drain it (up
+# to 4.7 s measured with the other core busy). A scenario in which nothing can be noticed (a hang with no
+# limit at all) passes stop_allowance=False: no design takes that path there.
+STOP_ALLOWANCE = {"dask_distributed": 15.0, "billiard_pool": 8.0, "mpire_pool": 5.0}
+# After SIGUSR1 to a hung runner: its stack dump is complete once stderr stops growing for DUMP_QUIET. The
+# dump is one burst of writes from a signal handler (a few ms); 50 ms of quiet is 10x that. DUMP_LIMIT bounds
+# the wait where stderr never goes quiet (workers printing in a loop) or never grows (the runner is stopped).
+DUMP_QUIET = 0.05
+DUMP_LIMIT = 0.5
 # SIGKILL is delivered at once; a process leaves the process table when its memory is torn down, which for
 # a worker holding gigabytes takes a fraction of a second. 5 s bounds that wait on a loaded machine.
 REAP_LIMIT = 5.0
@@ -156,7 +166,8 @@ def run_scenario(variant: str, *, job: dict[str, Any] | None = None, items: int 
                  kill_worker_on_item: Any = None, kill_runner_after_starts: int | None = None,
                  sigint_after_starts: int | None = None, orphan_watch: float = LEFTOVER_GRACE,
                  sample_memory: bool = False, python: str | None = None,
-                 items_spec: dict[str, Any] | None = None, run_cgroup: dict[str, int] | None = None) -> Outcome:
+                 items_spec: dict[str, Any] | None = None, run_cgroup: dict[str, int] | None = None,
+                 stop_allowance: bool = True) -> Outcome:
     """Run ``variant`` on one scenario in a fresh runner process and observe it from outside.
 
     ``fault_clock`` says when the fault happened: "event" (the first fault stamped by a job, the items
@@ -164,10 +175,11 @@ def run_scenario(variant: str, *, job: dict[str, Any] | None = None, items: int 
     (the hang's stamp + task_timeout). ``items_spec`` adds to the items' description (see
     ``jobs.RaisingItems``: a special item at an index, a source that blocks). ``run_cgroup``
     (``{"limit_mb": .., "ballast_mb": ..}``) runs the whole run, runner included, in one memory cgroup, the
-    runner holding ``ballast_mb`` of its own (see ``runner._enter_run_cgroup``).
+    runner holding ``ballast_mb`` of its own (see ``runner._enter_run_cgroup``). The watchdog gets the
+    variant's ``START_ALLOWANCE`` and, unless ``stop_allowance`` is false, its ``STOP_ALLOWANCE``.
     """
     run_kwargs = dict(run_kwargs or {})
-    watchdog += STARTUP_ALLOWANCE.get(variant, 0.0)
+    watchdog += START_ALLOWANCE.get(variant, 0.0) + (STOP_ALLOWANCE.get(variant, 0.0) if stop_allowance else 0.0)
     with tempfile.TemporaryDirectory(prefix="lab-", ignore_cleanup_errors=True) as tmp:
         events = os.path.join(tmp, "events.jsonl")
         items_all = {"count": items, "raise_at": items_raise_at, **(items_spec or {})}
@@ -273,10 +285,7 @@ def _observe(w: Watch) -> Outcome:
                     hung = "result" not in result_box
                     left = [describe(p) for p in members]
                     proc.send_signal(signal.SIGUSR1)  # faulthandler: dump every thread's stack to stderr
-                    try:
-                        proc.wait(0.5)
-                    except subprocess.TimeoutExpired:
-                        pass
+                    _await_stack_dump(proc, stderr_file)
                 break
             time.sleep(TICK)
     finally:
@@ -329,6 +338,20 @@ def _observe(w: Watch) -> Outcome:
         memory_trace=trace, stdout="".join(lines), stderr=stderr_file.read(), events=ev,
         wall=time.monotonic() - t0, runner_pid=proc.pid, runner_returncode=proc.returncode,
     )
+
+
+def _await_stack_dump(proc: subprocess.Popen, stderr_file: IO[str]) -> None:
+    """Until the runner's stderr has grown, then stayed still for DUMP_QUIET (the dump is written), at most
+    DUMP_LIMIT: faulthandler writes every thread's stack from its C signal handler, in one burst."""
+    fd = stderr_file.fileno()
+    size, changed = os.fstat(fd).st_size, None
+    deadline = time.monotonic() + DUMP_LIMIT
+    while (now := time.monotonic()) < deadline and proc.poll() is None:
+        if (new := os.fstat(fd).st_size) != size:
+            size, changed = new, now
+        elif changed is not None and now - changed >= DUMP_QUIET:
+            return
+        time.sleep(TICK)
 
 
 def _first_fault(events: str) -> float | None:
