@@ -74,6 +74,14 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     config.option.numprocesses = DEFAULT_WORKERS
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """tests/ (checks of a few seconds at most) after experiments/ (runs of up to ~20 s): xdist's load
+    scheduling hands tests out in this order, so both workers end on short tests and finish together instead
+    of one waiting for the other's last long experiment. Otherwise the collection order is kept."""
+    tests_dir = Path(__file__).resolve().parent / "tests"
+    items.sort(key=lambda item: tests_dir in item.path.parents)  # stable: False (experiments/) first
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if _is_xdist_worker(config):
         return  # the controller set the session up; workers inherited its environment

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from experiments.expect import DASK_STOP, POLL, PROMPT, SLACK, Expect, check, expected_for, params
@@ -10,7 +12,9 @@ from experiments.lab.scenarios import ctrl_c, main_killed, main_raises
 from experiments.test_peer_libraries import BILLIARD_STOP, MPIRE_STOP
 
 # main_raises: 40 tasks of 0.5 s, the items iterator raises at index 10, the run's timeout is 4 s.
-TASKS_BEFORE_RAISE = 10 * 0.5 / 4  # what as_completed's with-block waits for before propagating
+# What as_completed's with-block waits for before propagating: the 10 tasks submitted before the raise, in
+# waves of 4 workers (4, 4, 2): three waves of 0.5 s (was 10 * 0.5 / 4 = 1.25 s, as if the work divided evenly).
+TASKS_BEFORE_RAISE = math.ceil(10 / 4) * 0.5
 
 EXPECTED_RAISES = {
     "pool": Expect("raised", "RuntimeError", detect_max=PROMPT, exit_max=PROMPT,

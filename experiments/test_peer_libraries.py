@@ -146,19 +146,6 @@ def _billiard_pool_with_a_skipped_worker():
     return pool, skipped
 
 
-def _terminate_within(terminate, pool, seconds: float) -> bool:
-    t = cf.ThreadPoolExecutor(1)
-    try:
-        f = t.submit(terminate, pool)
-        try:
-            f.result(timeout=seconds)
-            return True
-        except cf.TimeoutError:
-            return False
-    finally:
-        t.shutdown(wait=False)
-
-
 @_needs("billiard_pool")
 @pytest.mark.timeout(90)
 def test_billiard_terminate_waits_forever_for_a_worker_its_loop_skipped_and_the_variant_resends_sigterm():
@@ -167,25 +154,34 @@ def test_billiard_terminate_waits_forever_for_a_worker_its_loop_skipped_and_the_
     from variants.billiard_pool import RESEND_AFTER
     from variants.billiard_pool import terminate as variant_terminate
 
-    pool, skipped = _billiard_pool_with_a_skipped_worker()
+    # Two such pools side by side (their workers only sleep): billiard's own terminate() on one, the variant's
+    # on the other, both started at t0; each is judged against the same BILLIARD_STOP from t0.
+    pools = []
+    threads = cf.ThreadPoolExecutor(2)
     try:
-        # Still waiting when every other billiard terminate() has long returned (BILLIARD_STOP bounds them).
-        assert not _terminate_within(lambda p: p.terminate(), pool, BILLIARD_STOP), \
-            "billiard's own terminate() returned although one worker never got SIGTERM"
-        assert skipped.is_alive()
-    finally:
-        os.kill(skipped.pid, signal.SIGTERM)  # what the variant does; the blocked terminate() then returns
-        skipped.join(30)
-
-    pool, skipped = _billiard_pool_with_a_skipped_worker()
-    t0 = time.monotonic()
-    try:
+        pools.append(_billiard_pool_with_a_skipped_worker())
+        pools.append(_billiard_pool_with_a_skipped_worker())
+        (own, own_skipped), (fixed, fixed_skipped) = pools
+        t0 = time.monotonic()
+        own_done = threads.submit(own.terminate)
+        fixed_done = threads.submit(variant_terminate, fixed)
         # The resend comes RESEND_AFTER in; then billiard's usual exit path and its 5 s wait for the two lost
         # tasks: the same bound as every billiard row.
-        assert _terminate_within(variant_terminate, pool, BILLIARD_STOP), \
-            "the variant's terminate() did not resend SIGTERM to the worker billiard's loop skipped"
-        assert not skipped.is_alive() and time.monotonic() - t0 >= RESEND_AFTER
+        try:
+            fixed_done.result(timeout=BILLIARD_STOP)
+        except cf.TimeoutError:
+            pytest.fail("the variant's terminate() did not resend SIGTERM to the worker billiard's loop skipped")
+        assert not fixed_skipped.is_alive() and time.monotonic() - t0 >= RESEND_AFTER
+        # Still waiting when every other billiard terminate() has long returned (BILLIARD_STOP bounds them).
+        try:
+            own_done.result(timeout=max(0.0, t0 + BILLIARD_STOP - time.monotonic()))
+            pytest.fail("billiard's own terminate() returned although one worker never got SIGTERM")
+        except cf.TimeoutError:
+            pass
+        assert own_skipped.is_alive()
     finally:
-        if skipped.is_alive():
-            os.kill(skipped.pid, signal.SIGKILL)
-            skipped.join(30)
+        for _, skipped in pools:
+            if skipped.is_alive():
+                os.kill(skipped.pid, signal.SIGTERM)  # what the variant does; a blocked terminate() then returns
+                skipped.join(30)
+        threads.shutdown(wait=False)
