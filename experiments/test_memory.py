@@ -2,7 +2,7 @@
 
 The article rejects ``as_completed`` because the retained futures list keeps every result alive;
 its callback design (and the supervisor) drop each result once handled. Measured: the runner's own
-kernel high-water mark (VmHWM) for 25, 50 and 100 tasks; the slope of a least-squares fit.
+kernel high-water mark (VmHWM) for 25 and 200 tasks; the slope between them.
 """
 
 from __future__ import annotations
@@ -13,15 +13,18 @@ from experiments.expect import params
 from experiments.lab.harness import run_scenario
 from experiments.lab.jobs import ARTICLE_N
 
-# Three counts, each twice the last: 175 tasks in all per design. Measured on a 2-core machine, a flat
-# design's peak varies by up to one result (~8 MB) from count to count; one result of noise at 100 tasks
-# makes a slope of 0.11 MB/task from these counts, 7x below FLAT; the retaining design's is ~7.6 MB/task.
-COUNTS = (25, 50, 100)
+# Two counts far apart, 225 tasks in all per design. A flat design's peak still depends on how many results
+# are in the parent at its worst moment: the peers keep at most 2 x workers = 8 in flight (~61 MB), and
+# billiard was measured 55 MB above its own baseline at one count. A spike that size at one end makes a
+# slope of 0.35 MB/task over 25 -> 200 tasks, half of FLAT (the margin a fit through 25, 50, 100 and 200
+# tasks had: counts in between add tasks, not margin; 25 -> 100 would leave none). The retaining design's
+# slope is ~7.6 MB/task.
+COUNTS = (25, 200)
 # A list of 1,000,000 references to the int 1 is ~8 MB (8 bytes per pointer, the int is shared).
 RESULT_MB = ARTICLE_N * 8 / 2**20
 # "Grows with the task count": the fit keeps at least half a result per task (the rest is allocator
-# slack and timing). "Flat": under a tenth of a result per task, i.e. < 0.8 MB/task, or at most ~60 MB
-# from 25 to 100 tasks, against the ~570 MB the retained list would add.
+# slack and timing). "Flat": under a tenth of a result per task, i.e. < 0.8 MB/task, or at most ~130 MB
+# from 25 to 200 tasks, against the ~1.3 GB the retained list would add.
 GROWS = 0.5 * RESULT_MB
 FLAT = 0.1 * RESULT_MB
 
@@ -32,8 +35,9 @@ EXPECTED = {
     "supervisor": "flat",
     "pebble_pool": "flat",
     "loky_executor": "flat",
-    # Not in the suite: 375 results of 8 MB through dask's scheduler (counts 25 to 200) took over 2 minutes
-    # here (the watchdog fired at 200 tasks); bench/run.py measures dask's memory at smaller counts instead.
+    # Not in the suite: results of 8 MB through dask's scheduler are slow (375 of them, counts 25, 50, 100 and
+    # 200, took over 2 minutes here: the watchdog fired at 200 tasks); bench/run.py measures dask's memory at
+    # smaller counts instead.
     "dask_distributed": "skip",
     "mpire_pool": "flat",
     "billiard_pool": "flat",
