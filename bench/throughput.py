@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import subprocess
 import sys
 import time
@@ -137,27 +136,18 @@ def measure(contender: str, workers: int, seconds: float, tasks: int, python: st
 
 
 def _kill_session(proc: subprocess.Popen) -> None:
-    """SIGKILL every process of ``proc``'s session (``proc`` leads it) and reap ``proc``; bounded."""
+    """SIGKILL every process of ``proc``'s session (started with start_new_session: its process group is
+    ``proc.pid``) with the lab's own group helpers, and reap ``proc``; bounded."""
     import psutil
 
-    members = [p for p in psutil.process_iter() if _session(p) == proc.pid]
-    for p in members:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(members, timeout=10)
+    from experiments.lab.harness import REAP_LIMIT, group_members, kill_group
+
+    kill_group(proc.pid)
+    psutil.wait_procs(group_members(proc.pid), timeout=REAP_LIMIT)
     try:
-        proc.communicate(timeout=10)
+        proc.communicate(timeout=REAP_LIMIT)
     except subprocess.TimeoutExpired:
         pass
-
-
-def _session(p: Any) -> int | None:
-    try:
-        return os.getsid(p.pid)
-    except OSError:
-        return None
 
 
 if __name__ == "__main__":
