@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import multiprocessing
 import os
 import signal
 import time
@@ -17,6 +18,7 @@ import pytest
 
 import variants.supervisor as sup
 from variants.contract import RunFailed
+from variants.supervisor import _worker
 
 # Detection is one wake-up: measured 4-10 ms on an idle 2-core machine. 0.15 s leaves 15x for a loaded CI
 # machine, and a loop that sleeps 0.4 s before each wait (or polls every 0.4 s) misses it on most deaths:
@@ -132,6 +134,20 @@ def test_rule2_the_task_is_charged_not_its_neighbours():
     fates = info.value.report.fates
     assert [(f.item, f.kind) for f in fates] == [(30.0, "task_timeout")]
     assert info.value.report.completed == 100
+
+
+def test_rule2_a_torn_read_of_the_slot_never_charges_from_the_epoch():
+    """Breaks if a read that never sees a whole write keeps the previous STARTED: a worker preempted inside
+    mark() (between POS and STARTED) showed its new task started at 0.0 after an idle mark, so the loop
+    failed an innocent tiny item with task_timeout (found under load: 1 run in 8 with two CPU burners)."""
+    slot = multiprocessing.get_context("spawn").RawArray("d", 3)
+    _worker.mark(slot, _worker.IDLE)
+    # the writer stopped inside mark(slot, 7, t0): generation odd, POS written, STARTED not yet
+    slot[_worker.GEN] += 1
+    slot[_worker.POS] = 7
+    before = time.monotonic()
+    pos, started = _worker.read(slot)
+    assert pos == 7 and started >= before, started
 
 
 @pytest.mark.timeout(60)

@@ -50,13 +50,19 @@ def mark(slot: Any, pos: float, started: float = 0.0) -> None:
 
 
 def read(slot: Any) -> tuple[int, float] | None:
-    """``(pos, started)`` of the task running now, or None between tasks. Called by the parent."""
+    """``(pos, started)`` of the task running now, or None between tasks. Called by the parent.
+
+    A read that never sees a whole write (the writer was preempted, or died, inside mark()) keeps POS,
+    which is written first, so it is the task being started or the idle mark; but STARTED may still be
+    the previous write's (0.0 after an idle mark), which would charge that task from the epoch. Its real
+    start is no later than now, so now is used: a deadline may come late by the writer's stall, never early.
+    """
     for _ in range(1000):
         gen, pos, started = slot[GEN], slot[POS], slot[STARTED]
         if gen == slot[GEN] and int(gen) % 2 == 0:
             break
-    # else: the writer died in the middle of mark(): POS is written before STARTED, so POS is the task
-    # it was starting (a time a little early at worst)
+    else:
+        started = time.monotonic()
     return None if pos == IDLE else (int(pos), started)
 
 
