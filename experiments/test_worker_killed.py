@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.expect import DASK_STOP, PROMPT, Expect, check, expected_for, params
+from experiments.expect import DASK_KILLED, PROMPT, Expect, check, expected_for, params
 from experiments.lab.harness import run_scenario
 from experiments.lab.scenarios import worker_crash, worker_killed
 from experiments.test_peer_libraries import BILLIARD_DEATH, BILLIARD_LOST_WAIT, MPIRE_STOP
@@ -54,7 +54,7 @@ def test_worker_sigkilled_from_outside(variant):
 
 CRASHES = {"KillSelfAt": -9, "SegfaultAt": -11, "ExitAt": 1}
 # A death that repeats (the job kills itself every time) is retried on 4 workers, then KilledWorker.
-KILLED_WORKER = Expect("raised", "worker_died", culprit=True, detect_max=DASK_STOP + 10,
+KILLED_WORKER = Expect("raised", "worker_died", culprit=True, detect_max=DASK_KILLED,
                        why="allowed-failures=3: four workers die on the item before KilledWorker; no exit code")
 EXPECTED_CRASH = {kind: _died(exitcode=code, dask=KILLED_WORKER) for kind, code in CRASHES.items()}
 

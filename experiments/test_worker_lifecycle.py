@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from experiments.expect import DASK_STOP, Expect, check, expected_for, params
+from experiments.expect import DASK_KILLED, Expect, check, expected_for, params
 from experiments.lab import cgroup
 from experiments.lab.harness import run_scenario
 from experiments.lab.scenarios import MEMORY_LIMIT_MIB, memory_limit_overrun
@@ -38,12 +38,11 @@ PROMPT = 2.0
 # because it stays above 190 MiB longer than one interval (AllocateAt zeroes 400 MiB in 250-300 ms here and
 # frees it in ~35 ms: two or three polls). A spike shorter than one poll passes unseen. The task is re-run
 # until DASK_ATTEMPTS workers died with it (distributed.scheduler.allowed-failures, 3, + 1), each restart
-# ~0.5-1 s, then KilledWorker and the cluster closes: 2.3-4.8 s measured. DASK_KILLED bounds it as the OOM
-# row does for the same four deaths and close.
+# ~0.5-1 s, then KilledWorker and the cluster closes: 2.3-4.8 s measured. expect.DASK_KILLED bounds it as it
+# does the OOM row's same four deaths and close.
 DASK_NANNY_POLL = 0.1
 DASK_TERMINATE = 0.95
 DASK_ATTEMPTS = 4
-DASK_KILLED = DASK_STOP + 10
 # Recycling: 60 tasks, 2 workers, each retired after 10.
 RECYCLE_ITEMS, RECYCLE_WORKERS, RECYCLE_AFTER = 60, 2, 10
 # A recycling run that completes takes 0.8-1.5 s with the other core busy (six worker starts; measured for the

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.expect import DASK_STOP, PROMPT, Expect, check, expected_for, params
+from experiments.expect import DASK_KILLED, PROMPT, Expect, check, expected_for, params
 from experiments.lab import cgroup
 from experiments.lab.harness import run_scenario
 from experiments.lab.scenarios import worker_oom
@@ -24,7 +24,7 @@ EXPECTED = {
                          why="names the item, exit code -9 and the kernel's OOM-kill counter as evidence"),
     "pebble_pool": Expect("raised", "worker_died", culprit=True, exitcode=-9, detect_max=PROMPT),
     "loky_executor": Expect("raised", "worker_died", culprit=False, exitcode=-9, detect_max=PROMPT),
-    "dask_distributed": Expect("raised", "worker_died", culprit=True, detect_max=DASK_STOP + 10,
+    "dask_distributed": Expect("raised", "worker_died", culprit=True, detect_max=DASK_KILLED,
                                why="the item OOMs on every worker it is retried on: KilledWorker after 4 deaths"),
     "mpire_pool": Expect("raised", "worker_died", culprit=False, detect_max=MPIRE_STOP,
                          why="'Worker-N died unexpectedly' on every pending task: the message says nothing of OOM"),

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from experiments import expect
-from experiments.lab import cgroup, jobs, scenarios
+from experiments.lab import cgroup, harness, jobs, scenarios
 from variants.supervisor import describe_exit
 
 
@@ -81,6 +81,22 @@ def test_every_scenario_builds_with_workers_in_run_kwargs():
         sc = make(workers=2)
         assert sc.kwargs["run_kwargs"]["workers"] == 2, name
         assert sc.kwargs["watchdog"] > 0, name
+
+
+# A repeated death's fault (item 2, 0.5 s tasks) comes at most this long after the workers are up.
+FAULT_AFTER_START = 1.5
+
+
+@pytest.mark.parametrize("name", ["worker_crash_KillSelfAt", "worker_crash_SegfaultAt", "worker_crash_ExitAt",
+                                  "worker_oom", "memory_limit_overrun"])
+def test_the_watchdog_never_cuts_dasks_killed_worker_bound_short(name):
+    # Dask's row for a death that repeats allows DASK_KILLED s from the fault; a shorter watchdog would turn a
+    # slow but bounded KilledWorker into "hung" (one CI run on 3.12 did, at 30 s, before RETRY_ALLOWANCE).
+    kw = scenarios.SCENARIOS[name]().kwargs
+    assert kw.get("repeated_death"), f"{name}: its death repeats on every worker that runs the item"
+    watchdog = harness.watchdog_for("dask_distributed", kw["watchdog"], repeated_death=True)
+    needed = harness.START_ALLOWANCE["dask_distributed"] + FAULT_AFTER_START + expect.DASK_KILLED
+    assert watchdog >= needed, f"{name}: watchdog {watchdog} s < start + fault + DASK_KILLED = {needed} s"
 
 
 def test_expected_table_must_cover_every_variant():

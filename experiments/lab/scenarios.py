@@ -62,7 +62,7 @@ def worker_crash(kind: str) -> Callable[..., Scenario]:
     def make(workers: int = 4, n: int = SMALL_N) -> Scenario:
         return _s(f"worker_crash_{kind}", workers, f"a worker dies by itself ({kind})", fault_item=2,
                   job={"type": kind, "at": 2, "n": n, "delay": 0.5}, items=3 * workers,
-                  watchdog=SHORT_WATCHDOG)
+                  watchdog=SHORT_WATCHDOG, repeated_death=True)
     return make
 
 
@@ -70,7 +70,7 @@ def worker_oom(workers: int = 4, n: int = SMALL_N) -> Scenario:
     # A real kernel OOM kill: the job moves its worker into a 64 MiB memory cgroup and allocates.
     return _s("worker_oom", workers, "a worker is OOM-killed by the kernel", fault_item=2, needs=("oom",),
               job={"type": "OomAt", "at": 2, "n": n, "delay": 0.5, "limit_mb": 64}, items=3 * workers,
-              watchdog=SHORT_WATCHDOG)
+              watchdog=SHORT_WATCHDOG, repeated_death=True)
 
 
 def callback_raises(workers: int = 4, n: int = SMALL_N) -> Scenario:
@@ -200,7 +200,7 @@ def memory_limit_overrun(workers: int = 4, n: int = 1000) -> Scenario:
     return _s("memory_limit_overrun", workers, f"a job allocates past a {MEMORY_LIMIT_MIB} MiB per-worker memory limit",
               fault_item=3, needs=("oom",), job={"type": "AllocateAt", "at": 3, "mb": 2 * MEMORY_LIMIT_MIB, "n": n,
                                                   "delay": 0.2},
-              items=16, run_kwargs={"memory_limit": MEMORY_LIMIT_MIB << 20}, watchdog=30)
+              items=16, run_kwargs={"memory_limit": MEMORY_LIMIT_MIB << 20}, watchdog=30, repeated_death=True)
 
 
 SCENARIOS: dict[str, Callable[..., Scenario]] = {
