@@ -1,22 +1,28 @@
 """Throughput on the healthy path: how long each design takes for many short tasks, against the reference.
 
-    python -m bench.throughput one '{"contender": "supervisor", "workers": 2, "seconds": 0.001, "tasks": 1000}'
+    python -m bench.throughput points '{"contender": "supervisor", "workers": 2, "up": true,
+                                        "points": [{"seconds": 0.001, "tasks": 1000}]}'
 
-Each point runs in a fresh process (this module, ``one``), so every contender pays its own start-up
-alike: the process starts, imports, then the clock runs around the whole ``run()`` (workers spawned,
-every task done, workers stopped). The same contender is also timed on one task that does nothing
-(``up``): its start-up and shutdown, measured once per contender and worker count (it does not depend on
-the task duration); ``total - up`` is the time once the workers are up, compared with the ideal
+Each contender and worker count runs in a fresh process of its own (this module, ``points``), which first
+imports the design and the library it wraps and runs one unrecorded task, then times each point: the clock
+runs around the whole ``run()`` (workers spawned, every task done, workers stopped), so every figure
+includes the design's own start-up and shutdown, for every contender alike. The same process first times
+one task that does nothing (``up``): that start-up and shutdown alone, which does not depend on the task
+duration; ``total - up`` is the time once the workers are up, compared with the ideal
 ``tasks x seconds / workers``. The reference is ``ProcessPoolExecutor.map(chunksize=256)`` under spawn:
 the fastest plain way to run many tiny tasks, knowing nothing of faults.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import multiprocessing
+import queue
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,10 +36,10 @@ WORKERS = (1, 2, 4, 8)
 # tiny tasks (the issue's figure) where a task is no work at all.
 TASKS = {0.0: 20_000, 0.0001: 10_000, 0.001: 1_000, 0.01: 100}
 QUICK_TASKS = {0.0: 5_000, 0.0001: 2_000, 0.001: 200, 0.01: 20}
-# Seconds a point may take before it counts as "did not finish": only Dask's scheduler on 20,000 tiny tasks
-# gets there (over 60 s measured). The slowest other point is the article's design at 8 workers on 20,000
-# tiny tasks, 24 s measured: 40 s leaves it a 1.6x margin.
+# Seconds a point may take before it counts as "did not finish". The slowest point that finishes is the
+# article's design at 8 workers on 20,000 tiny tasks, 24 s measured: 40 s leaves it a 1.6x margin.
 POINT_LIMIT = 40.0
+NOT_RUN = "not run: "  # how a point skipped for its predicted time begins its error
 
 
 def nap(seconds: float, item: int) -> int:
@@ -43,10 +49,23 @@ def nap(seconds: float, item: int) -> int:
     return item
 
 
-def _one(spec: dict[str, Any]) -> dict[str, Any]:
+def _import(contender: str) -> None:
+    """The contender's design and the library it wraps, imported before any clock starts: the points time the
+    design, not the interpreter's first import of it (only the first point of a process would pay that)."""
+    if contender == REFERENCE:
+        import concurrent.futures  # noqa: F401
+        return
+    from variants import VARIANTS
+
+    v = VARIANTS[contender]
+    importlib.import_module(v.module)
+    if v.requires:
+        importlib.import_module(v.requires)
+
+
+def _time(contender: str, workers: int, seconds: float, tasks: int) -> dict[str, Any]:
     import functools
 
-    contender, workers, seconds, tasks = spec["contender"], spec["workers"], spec["seconds"], spec["tasks"]
     job = functools.partial(nap, seconds)  # picklable: a module-level function and a float
     done = 0
 
@@ -68,71 +87,141 @@ def _one(spec: dict[str, Any]) -> dict[str, Any]:
     return {"elapsed": time.perf_counter() - t0, "done": done}
 
 
+def _points(spec: dict[str, Any]) -> None:
+    """The child: import, warm up, then ``up`` if asked, then each point; one JSON line per figure, as it is
+    measured. The warm-up is one unrecorded one-task run: the first run() of a process also starts
+    multiprocessing's resource tracker and fills the page cache (measured: a first one-task run 0.16 s, a
+    2,000-task run after it 0.13 s), which only the first point would pay."""
+    contender, workers = spec["contender"], spec["workers"]
+    _import(contender)
+    _time(contender, workers, 0.0, 1)
+    todo = ([{"key": "up", "seconds": 0.0, "tasks": 1}] if spec.get("up") else []) + [
+        {"key": "total", **p} for p in spec["points"]]
+    for p in todo:
+        got = _time(contender, workers, p["seconds"], p["tasks"])
+        print(json.dumps({**p, **got}), flush=True)
+
+
 # Every duration and worker count for the contenders of the issue's table (the reference, the supervisor,
 # multiprocessing.Pool); the other designs at 2 and 8 workers on tiny and 1 ms tasks, which is enough to
-# place them (Dask's scheduler alone takes ~25 s for 5,000 tiny tasks: each point is a minute of bench).
+# place them.
 FULL_SWEEP = ("supervisor", "pool")
 OTHERS_DURATIONS = (0.0, 0.001)
 OTHERS_WORKERS = (2, 8)
 
 
-def sweep(contenders: list[str], quick: bool, progress: Any = None) -> list[dict[str, Any]]:
+def sweep(contenders: list[str], quick: bool, progress: Any = None,
+          per_task: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """Every point: each contender (the reference first) x task duration x workers. Quick: the issue's
-    contenders only, tiny and 1 ms tasks, 2 workers."""
+    contenders only, tiny and 1 ms tasks, 2 workers.
+
+    ``per_task``: seconds per tiny task by design, as the overhead sweep measured them in the same bench
+    run. A point that would take longer than ``POINT_LIMIT`` at that rate is not run, and says so with the
+    figure it is predicted from (Dask's scheduler: ~5 ms per task, so 20,000 tiny tasks would take ~100 s;
+    two such points cost 80 s of bench to learn "did not finish")."""
     out = []
     for contender in [REFERENCE, *contenders]:
         full = contender == REFERENCE or contender in FULL_SWEEP
         if quick and not full:
             continue
         durations = (0.0, 0.001) if quick else DURATIONS if full else OTHERS_DURATIONS
-        workers = (2,) if quick else WORKERS if full else OTHERS_WORKERS
-        ups: dict[int, float] = {}  # workers -> the contender's start-up and shutdown, measured once
-        for seconds in durations:
-            for w in workers:
-                out.append(measure(contender, w, seconds, (QUICK_TASKS if quick else TASKS)[seconds], up=ups.get(w)))
-                if out[-1].get("up") is not None:
-                    ups[w] = out[-1]["up"]
-                if progress is not None:
-                    progress(f"throughput {contender} {seconds * 1000:g} ms w={w}")
+        for w in (2,) if quick else WORKERS if full else OTHERS_WORKERS:
+            points = []
+            for seconds in durations:
+                tasks = (QUICK_TASKS if quick else TASKS)[seconds]
+                point = {"contender": contender, "variant": contender, "workers": w, "seconds": seconds,
+                         "tasks": tasks, "ideal": tasks * seconds / w}
+                rate = (per_task or {}).get(contender)
+                if rate and tasks * max(rate, seconds / w) > POINT_LIMIT:
+                    point.update(total=None, error=f"{NOT_RUN}~{tasks * max(rate, seconds / w):.0f} s predicted from "
+                                 f"the overhead sweep ({rate * 1000:.1f} ms per tiny task), past the "
+                                 f"{POINT_LIMIT:.0f} s limit")
+                points.append(point)
+            out += measure(contender, w, points)
+            if progress is not None:
+                progress(f"throughput {contender} w={w}")
     return out
 
 
-def measure(contender: str, workers: int, seconds: float, tasks: int, python: str = sys.executable,
-            up: float | None = None) -> dict[str, Any]:
-    """One point, in a fresh process: total time, start-up (one task of no work; ``up`` when already
-    measured for this contender and worker count), and the ideal."""
-    out: dict[str, Any] = {"contender": contender, "variant": contender, "workers": workers, "seconds": seconds,
-                           "tasks": tasks, "ideal": tasks * seconds / workers}
-    if up is not None:
-        out["up"] = up
-    for key, n, s in (("total", tasks, seconds), ("up", 1, 0.0)):
-        if key in out:
-            continue
-        spec = {"contender": contender, "workers": workers, "seconds": s, "tasks": n}
+def measure(contender: str, workers: int, points: list[dict[str, Any]], python: str = sys.executable,
+            limit: float = POINT_LIMIT) -> list[dict[str, Any]]:
+    """Time ``points`` (dicts with ``seconds`` and ``tasks``; one already given a ``total`` of None is
+    skipped) and the contender's ``up`` in one fresh process; each point gets ``total``, ``up`` and
+    ``steady``, or an ``error``. A point past ``limit`` ends its process (with everything it started); the
+    points after it get a process of their own."""
+    todo = [p for p in points if "total" not in p]
+    up: float | None = None
+    need_up = True
+    while todo:
+        spec = {"contender": contender, "workers": workers, "up": need_up,
+                "points": [{"seconds": p["seconds"], "tasks": p["tasks"]} for p in todo]}
         # A session of its own, so that a point past its limit goes with every process it started (Dask's
         # nannies and workers), not only the one we started.
-        proc = subprocess.Popen([python, "-m", "bench.throughput", "one", json.dumps(spec)], cwd=ROOT,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        with tempfile.TemporaryFile("w+") as stderr:
+            proc = subprocess.Popen([python, "-m", "bench.throughput", "points", json.dumps(spec)], cwd=ROOT,
+                                    stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True)
+            failed = _collect(proc, need_up, todo, limit, stderr)
+        up_got = [p.pop("_up") for p in todo if "_up" in p]
+        if up_got:
+            up, need_up = up_got[0], False
+        if failed is None:
+            break
+        if need_up:  # no figure at all from this contender and worker count: every point says why
+            for p in todo:
+                p.update(total=None, error=failed)
+            break
+        stuck = next(p for p in todo if "total" not in p)
+        stuck.update(total=None, error=failed)
+        todo = [p for p in todo if "total" not in p]
+    for p in points:
+        if up is not None:
+            p["up"] = up
+            if p.get("total") is not None:
+                p["steady"] = p["total"] - up
+    return points
+
+
+def _collect(proc: subprocess.Popen, need_up: bool, todo: list[dict[str, Any]], limit: float,
+             stderr: Any) -> str | None:
+    """Read the child's figures into ``todo`` (``up`` into the first point's ``_up``), each within ``limit``
+    s; then end its session. Returns why it stopped early, or None."""
+    lines: queue.Queue[str | None] = queue.Queue()
+    reader = threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True)
+    reader.start()
+    failed = None
+    for p in ([None] if need_up else []) + todo:
         try:
-            stdout, stderr = proc.communicate(timeout=POINT_LIMIT)
-        except subprocess.TimeoutExpired:
-            _kill_session(proc)
-            out[key] = None
-            out["error"] = f"did not finish within {POINT_LIMIT:.0f} s"
+            line = lines.get(timeout=limit)
+        except queue.Empty:
+            failed = f"did not finish within {limit:.0f} s"
             break
-        _kill_session(proc)  # anything the contender left behind after its own exit
-        lines = [line for line in stdout.splitlines() if line.startswith("{")]
-        if proc.returncode != 0 or not lines:
-            out[key] = None
-            out["error"] = (stderr or stdout)[-500:]
+        if line is None:  # the process ended (or closed its stdout) without this figure
+            try:
+                proc.wait(timeout=limit)
+            except subprocess.TimeoutExpired:
+                pass
+            stderr.seek(0)
+            failed = f"exited with code {proc.returncode} without a result: " + stderr.read()[-400:]
             break
-        got = json.loads(lines[-1])
-        if got["done"] != n:
-            out["error"] = f"{got['done']} of {n} tasks done"
-        out[key] = got["elapsed"]
-    if out.get("total") is not None and out.get("up") is not None:
-        out["steady"] = out["total"] - out["up"]
-    return out
+        got = json.loads(line)
+        if p is None:
+            todo[0]["_up"] = got["elapsed"]
+            continue
+        p["total"] = got["elapsed"]
+        if got["done"] != p["tasks"]:
+            p["error"] = f"{got['done']} of {p['tasks']} tasks done"
+    _kill_session(proc)  # a point past its limit, or anything the contender left behind after its own exit
+    reader.join(timeout=limit)
+    proc.stdout.close()
+    return failed
+
+
+def _read_lines(stdout: Any, lines: queue.Queue) -> None:
+    """Pass the child's JSON lines on as they come; None once its stdout closes."""
+    for line in stdout:
+        if line.startswith("{"):
+            lines.put(line)
+    lines.put(None)
 
 
 def _kill_session(proc: subprocess.Popen) -> None:
@@ -145,14 +234,14 @@ def _kill_session(proc: subprocess.Popen) -> None:
     kill_group(proc.pid)
     psutil.wait_procs(group_members(proc.pid), timeout=REAP_LIMIT)
     try:
-        proc.communicate(timeout=REAP_LIMIT)
+        proc.wait(timeout=REAP_LIMIT)
     except subprocess.TimeoutExpired:
         pass
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["one"]:
-        print(json.dumps(_one(json.loads(sys.argv[2]))), flush=True)
+    if sys.argv[1:2] == ["points"]:
+        _points(json.loads(sys.argv[2]))
 
 
 # -- rendering (called by bench/report.py from results/raw/throughput.json) ---------------------------------
@@ -211,7 +300,14 @@ def text(runs: list[dict[str, Any]], link_base: str = "results") -> str:
     """The README's lines: 20,000 tiny tasks side by side, and the supervisor against the ideal."""
     def total(c: str, w: int, d: float) -> str:
         r = next((r for r in runs if r["contender"] == c and r["workers"] == w and r["seconds"] == d), None)
-        return f"{r['total']:.2f} s" if r and r.get("total") else "n/a"
+        if r is None:
+            return "n/a"
+        if r.get("total"):
+            return f"{r['total']:.2f} s"
+        error = r.get("error") or "n/a"
+        if error.startswith(NOT_RUN):  # "not run: ~100 s predicted from ..." -> "not run (~100 s predicted)"
+            return f"not run ({error[len(NOT_RUN):].split(' from ')[0]})"
+        return error[:40]
 
     missing = [r for r in runs if "seconds" not in r]
     runs = [r for r in runs if "seconds" in r]

@@ -118,3 +118,58 @@ def test_a_hang_is_proven_once_per_point(monkeypatch):
     assert calls == ["pool", "pool"], "the repetition re-ran the hang"
     assert first["status"] == second["status"] == other_point["status"] == "hung"
     assert second["rep"] == 1 and second["hung_proven_at_rep"] == 0 and "proven once" in second["message"]
+
+
+# A point of 500 tasks of 10 ms on 2 workers needs 2.5 s of work: far past this limit, whatever the machine.
+TINY_LIMIT = 1.0
+
+
+def test_a_throughput_point_past_its_limit_is_killed_and_the_next_point_still_measured():
+    from bench import throughput
+
+    slow, quick = {"seconds": 0.01, "tasks": 500}, {"seconds": 0.0, "tasks": 50}
+    slow_out, quick_out = throughput.measure("supervisor", 2, [slow, quick], limit=TINY_LIMIT)
+    assert slow_out["total"] is None and "did not finish within 1 s" in slow_out["error"]
+    assert quick_out["total"] > 0 and "error" not in quick_out, quick_out
+    assert quick_out["up"] > 0 and quick_out["steady"] == quick_out["total"] - quick_out["up"]
+
+
+def test_a_throughput_point_predicted_past_the_limit_is_not_run_and_says_why(monkeypatch):
+    from bench import throughput
+
+    timed = []
+    monkeypatch.setattr(throughput, "measure", lambda c, w, points: timed.extend(p for p in points
+                                                                                 if "total" not in p) or points)
+    runs = throughput.sweep(["dask_distributed"], quick=False, per_task={"dask_distributed": 0.005})
+    dask = [r for r in runs if r["contender"] == "dask_distributed"]
+    skipped = [r for r in dask if r.get("error", "").startswith("not run")]
+    assert {(r["seconds"], r["workers"]) for r in skipped} == {(0.0, 2), (0.0, 8)}  # 20,000 x 5 ms = 100 s
+    assert "5.0 ms per tiny task" in skipped[0]["error"]
+    assert {(r["seconds"], r["workers"]) for r in timed if r["contender"] == "dask_distributed"} == {(0.001, 2), (0.001, 8)}
+
+
+def test_admission_goes_past_jobs_only_while_the_cpu_is_idle(monkeypatch):
+    import threading
+
+    import psutil
+
+    from bench import run
+
+    monkeypatch.setattr(run, "IDLE_WINDOW", 0.05)
+    cpu = {"percent": 100.0}
+    monkeypatch.setattr(psutil, "cpu_percent", lambda interval=None: cpu["percent"])
+    adm = run.Admission(jobs=2, extra=1)
+    adm.__enter__(), adm.__enter__()
+    third = threading.Event()
+    t = threading.Thread(target=lambda: (adm.__enter__(), third.set()), daemon=True)
+    t.start()
+    assert not third.wait(0.3), "a third run started while the CPU was busy"
+    cpu["percent"] = 0.0
+    assert third.wait(2.0), "a third run did not start once the CPU was idle"
+    fourth = threading.Event()
+    threading.Thread(target=lambda: (adm.__enter__(), fourth.set()), daemon=True).start()
+    assert not fourth.wait(0.3), "more than jobs + extra runs at once"
+    adm.__exit__(None, None, None)
+    assert fourth.wait(2.0) and adm.most == 3
+    for _ in range(3):
+        adm.__exit__(None, None, None)
