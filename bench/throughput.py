@@ -39,6 +39,9 @@ QUICK_TASKS = {0.0: 5_000, 0.0001: 2_000, 0.001: 200, 0.01: 20}
 # Seconds a point may take before it counts as "did not finish". The slowest point that finishes is the
 # article's design at 8 workers on 20,000 tiny tasks, 24 s measured: 40 s leaves it a 1.6x margin.
 POINT_LIMIT = 40.0
+# Seconds more for a process's first figure: it first starts, imports the design and runs one warm-up task
+# (Dask: its imports and a first LocalCluster, up to ~10 s measured with the other core busy).
+STARTUP_LIMIT = 30.0
 NOT_RUN = "not run: "  # how a point skipped for its predicted time begins its error
 
 
@@ -184,14 +187,14 @@ def measure(contender: str, workers: int, points: list[dict[str, Any]], python: 
 def _collect(proc: subprocess.Popen, need_up: bool, todo: list[dict[str, Any]], limit: float,
              stderr: Any) -> str | None:
     """Read the child's figures into ``todo`` (``up`` into the first point's ``_up``), each within ``limit``
-    s; then end its session. Returns why it stopped early, or None."""
+    s (the first within ``STARTUP_LIMIT`` more); then end its session. Returns why it stopped early, or None."""
     lines: queue.Queue[str | None] = queue.Queue()
     reader = threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True)
     reader.start()
     failed = None
-    for p in ([None] if need_up else []) + todo:
+    for n, p in enumerate(([None] if need_up else []) + todo):
         try:
-            line = lines.get(timeout=limit)
+            line = lines.get(timeout=limit + (STARTUP_LIMIT if n == 0 else 0.0))
         except queue.Empty:
             failed = f"did not finish within {limit:.0f} s"
             break
@@ -283,6 +286,11 @@ def chart(runs: list[dict[str, Any]], out: Path) -> str | None:
             labels.setdefault(lab, h)
     fig.legend(list(labels.values()), list(labels), loc="upper center", ncol=min(5, len(labels)), fontsize=8,
                bbox_to_anchor=(0.5, 0.9))
+    partial = [d for d in durations if d not in OTHERS_DURATIONS]
+    if partial and any(r["contender"] not in (REFERENCE, *FULL_SWEEP) for r in runs):
+        notes.append(f"{' and '.join(f'{d * 1000:g} ms' for d in partial)} tasks: only {', '.join(FULL_SWEEP)} and "
+                     f"the reference are measured; the other designs at {OTHERS_WORKERS[0]} and {OTHERS_WORKERS[1]} "
+                     "workers on 0 and 1 ms tasks, enough to place them")
     for d in durations:
         tasks = next(r["tasks"] for r in runs if r["seconds"] == d)
         if d and tasks <= CHUNKSIZE * max(WORKERS):
@@ -319,15 +327,29 @@ def text(runs: list[dict[str, Any]], link_base: str = "results") -> str:
         lines.append(f"| `{c}` | {total(c, 2, 0.0)} | {total(c, 8, 0.0)} |")
     for r in missing:
         lines.append(f"| `{r['contender']}` | not installed | not installed |")
-    sup = [r for r in runs if r["contender"] == "supervisor" and r["seconds"] >= 0.001 and r.get("steady")]
-    worst = max(sup, key=lambda r: r["steady"] / r["ideal"]) if sup else None
-    if worst is not None and worst["steady"] <= 0:  # the work was smaller than the start-up's own spread
-        lines += ["", "Supervisor once its workers are up: the work was too short to measure against its start-up "
-                      "here (a --quick run?)."]
-    elif worst is not None:
-        lines.append("")
-        lines.append(f"Supervisor, once its workers are up (total minus a one-task run), on 1 ms and 10 ms tasks: at "
-                     f"most {worst['steady'] / worst['ideal']:.2f}× the ideal tasks × duration / workers "
-                     f"({worst['seconds'] * 1000:g} ms tasks, {worst['workers']} workers). Chart: "
-                     f"[throughput.png]({link_base}/throughput.png).")
+    def steady(c: str) -> list[dict[str, Any]]:
+        # Only points whose work (the ideal) is at least the start-up they are measured against: where the
+        # one-task run takes longer than the work, total - up is mostly the start-up's own spread.
+        # The reference: only where its chunks of CHUNKSIZE fill every worker (100 tasks are one chunk: one worker).
+        return [r for r in runs if r["contender"] == c and r["seconds"] >= 0.001 and r.get("steady") is not None
+                and r["ideal"] >= (r.get("up") or 0) and (c != REFERENCE or r["tasks"] >= CHUNKSIZE * r["workers"])]
+
+    def worst(c: str) -> dict[str, Any] | None:
+        pts = steady(c)
+        return max(pts, key=lambda r: r["steady"] / r["ideal"]) if pts else None
+
+    sup, ref = worst("supervisor"), worst(REFERENCE)
+    lines.append("")
+    if sup is None or sup["steady"] <= 0:
+        lines.append("Supervisor once its workers are up: the work was too short to measure against its start-up "
+                     "here (a --quick run?).")
+    else:
+        def at(r: dict[str, Any]) -> str:
+            return f"{r['steady'] / r['ideal']:.2f}× ({r['seconds'] * 1000:g} ms tasks, {r['workers']} workers)"
+
+        lines.append(f"Once its workers are up (total minus a one-task run), on 1 ms and 10 ms tasks, at the points "
+                     f"where the work is at least the start-up: the supervisor is at most {at(sup)} the ideal tasks × "
+                     "duration / workers"
+                     + (f"; the reference, where its chunks fill every worker, at most {at(ref)}" if ref else "")
+                     + f". Chart: [throughput.png]({link_base}/throughput.png).")
     return "\n".join(lines)

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from experiments.lab.harness import Outcome
+from experiments.lab.scenarios import CRASH_WORDS
 from variants import VARIANTS
 
 # Generous bounds for event-driven detection. Measured figures are in milliseconds (bench/run.py
@@ -129,7 +130,10 @@ def record(o: Outcome, e: Expect, *, fault_item: Any = None) -> None:
            "exitcode": o.exitcode, "detect": o.detect_latency, "stop": o.stop_latency, "exit": o.exit_latency,
            "left": o.left_running, "orphans_exit": o.orphans_exit_latency,
            "message": ((o.result or {}).get("message") or "")[:300], "expected": e.status,
-           "nothing_left": (o.result or {}).get("unfinished") == []}
+           "nothing_left": (o.result or {}).get("unfinished") == [],
+           # more than one start of the fault's item: the design re-ran it (recovery, not a missed fault)
+           "fault_starts": None if fault_item is None else sum(
+               ev["ev"] == "start" and ev.get("item") == fault_item for ev in o.events)}
     for path in paths:
         with open(path, "a") as f:  # one write per line, O_APPEND: xdist workers never interleave
             f.write(json.dumps(row, default=repr) + "\n")
@@ -140,7 +144,7 @@ def observation_tables(rows: list[dict[str, Any]]) -> list[str]:
     by_test: dict[str, list[dict[str, Any]]] = {}
     for r in rows:  # test_x[KillSelfAt-pool] -> test_x[KillSelfAt]: one table per fault, a row per design
         name, _, params = r["test"].partition("[")
-        rest = [p for p in params.rstrip("]").split("-") if p and p != r["variant"]]
+        rest = [CRASH_WORDS.get(p, p) for p in params.rstrip("]").split("-") if p and p != r["variant"]]
         by_test.setdefault(name + (f"[{'-'.join(rest)}]" if rest else ""), []).append(r)
     order = {v: i for i, v in enumerate(VARIANTS)}
     out: list[str] = []
@@ -151,8 +155,9 @@ def observation_tables(rows: list[dict[str, Any]]) -> list[str]:
         out.append(f"{test}" + (f": {fault}" if fault else ""))
         out.append(f"  {'design':<18} {'outcome':<34} {'latency':>9}  {'item named':<10} {'exit code':>9}  left")
         for r in runs:
-            outcome = {"hung": "HANGS (watchdog)", "parent_killed": "parent killed",
-                       "returned": "returned, nothing left" if r.get("nothing_left") else "returned"}.get(
+            outcome = {"hung": "HANGS (watchdog)", "parent_killed": "parent killed", "runner_died": "main process died",
+                       "returned": "recovered: task re-ran" if (r.get("fault_starts") or 0) > 1
+                       else "returned, nothing left" if r.get("nothing_left") else "returned"}.get(
                 r["status"], f"{r['status']} {r.get('kind') or ''}".strip())
             if r["status"] == "parent_killed":
                 outcome += (f", orphans gone in {_ms(r['orphans_exit'])}" if r.get("orphans_exit") is not None

@@ -112,3 +112,21 @@ def test_expected_table_must_cover_every_variant():
 ])
 def test_supervisor_says_how_a_worker_died(code, words):
     assert words in describe_exit(code)
+
+
+def test_the_end_of_run_table_says_what_happened_in_words():
+    row = {"fault": "Fault 4 of the article", "python": "3.11", "kind": None, "item": None, "fault_item": 2,
+           "exitcode": None, "detect": 2.5, "left": [], "orphans_exit": None, "nothing_left": True}
+    rows = [row | {"test": "experiments/test_worker_killed.py::test_worker_dies_by_itself[dask_distributed-KillSelfAt]",
+                   "variant": "dask_distributed", "status": "returned", "fault_starts": 2},
+            row | {"test": "experiments/test_worker_killed.py::test_worker_dies_by_itself[pool-KillSelfAt]",
+                   "variant": "pool", "status": "hung", "fault_starts": 1, "left": ["1 a", "2 b"]},
+            row | {"test": "experiments/test_worker_killed.py::test_worker_dies_by_itself[supervisor-KillSelfAt]",
+                   "variant": "supervisor", "status": "raised", "kind": "worker_died", "item": 2, "exitcode": -9,
+                   "detect": 0.007, "fault_starts": 1}]
+    text = "\n".join(expect.observation_tables(rows))
+    assert "KillSelfAt" not in text and scenarios.CRASH_WORDS["KillSelfAt"] in text, text
+    lines = {line.split()[0]: line for line in text.splitlines() if line.startswith("  ") and "design" not in line}
+    assert "recovered: task re-ran" in lines["dask_distributed"]
+    assert "HANGS (watchdog)" in lines["pool"] and lines["pool"].rstrip().endswith("2")
+    assert "raised worker_died" in lines["supervisor"] and "7 ms" in lines["supervisor"] and "yes" in lines["supervisor"]

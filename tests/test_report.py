@@ -75,10 +75,14 @@ def test_a_missing_package_is_said_in_every_table_and_chart(tmp_path):
 
 
 def test_recovery_is_worded_as_recovery():
-    back = _run("dask_distributed", "returned", detect=3.2) | {"completed": 12, "items": 12}
-    lost = _run("pool", "returned", detect=3.2) | {"completed": 11, "items": 12}
+    back = _run("dask_distributed", "returned", detect=3.2) | {"completed": 12, "items": 12, "fault_starts": 2}
+    lost = _run("pool", "returned", detect=3.2) | {"completed": 11, "items": 12, "fault_starts": 1}
+    ran_once = _run("billiard_pool", "returned", detect=None) | {"completed": 16, "items": 16, "fault_starts": 1}
     assert report.cell([back])["outcome"] == "recovered: task re-ran"
     assert report.cell([lost])["outcome"] == "returned, fault not reported"
+    # every item done, but the fault's task ran once: nothing was re-run, the fault simply did not stop it
+    assert report.cell([ran_once])["outcome"].startswith("returned: the task ran to its end")
+    assert not report.recovered(ran_once)
 
 
 @pytest.mark.parametrize(("result", "accounted"), [

@@ -1,4 +1,4 @@
-"""Every result stays in memory until the run ends, and a failure is reported only after all other tasks ran.
+"""Every result stays in memory until the run ends, and an exception or a timeout waits for every queued task to run.
 
 ``ProcessPoolExecutor`` the textbook way: submit everything, keep the list of futures, loop over
 ``as_completed``, all inside a ``with`` block. Start method: spawn (as the article, for every variant).

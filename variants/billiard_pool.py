@@ -41,7 +41,8 @@ NAME = "billiard_pool"
 # How long billiard waits, after a worker's death, for a result the worker may have sent just before
 # dying, before it fails the worker's task with WorkerLostError. billiard's default is 10 s (Celery's
 # worker_lost_wait); 1 s is ample for a result already in a local pipe, and keeps the death visible
-# within the experiments' watchdogs. experiments/test_billiard_pool.py measures the 10 s default.
+# within the experiments' watchdogs. experiments/test_peer_libraries.py
+# (test_billiard_default_lost_worker_wait_is_ten_seconds_and_names_the_signal) measures the 10 s default.
 LOST_WORKER_TIMEOUT = 1.0
 # The hard limit's margin over the soft one: the job gets SoftTimeLimitExceeded at task_timeout (it may
 # clean up); if it is still running this much later (stuck in C, or it swallowed the exception), billiard

@@ -1,4 +1,4 @@
-"""A dead worker is seen within 0.1 s, but every pending task fails with one "Worker-N died unexpectedly", no item named.
+"""A dead worker fails every pending task with one "Worker-N died unexpectedly": no item, no exit code, seconds later.
 
 ``mpire.WorkerPool`` (spawn), ``apply_async(job, (item,), task_timeout=task_timeout)`` per item, driven by
 the bounded-submission loop in ``variants._bounded``. ``apply_async`` returns an ``AsyncResult`` that

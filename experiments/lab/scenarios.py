@@ -57,10 +57,15 @@ def worker_killed(workers: int = 4, n: int = SMALL_N) -> Scenario:
               watchdog=SHORT_WATCHDOG)
 
 
+# How a worker dies by itself, in words (the job classes of experiments/lab/jobs.py that do it).
+CRASH_WORDS = {"KillSelfAt": "SIGKILL (as the OOM killer sends)", "SegfaultAt": "segfault (a crash in C code)",
+               "ExitAt": "os._exit(1) (a library that exits)"}
+
+
 def worker_crash(kind: str) -> Callable[..., Scenario]:
     """A worker dies by itself: "KillSelfAt" (SIGKILL), "SegfaultAt" (SIGSEGV) or "ExitAt" (os._exit(1))."""
     def make(workers: int = 4, n: int = SMALL_N) -> Scenario:
-        return _s(f"worker_crash_{kind}", workers, f"a worker dies by itself ({kind})", fault_item=2,
+        return _s(f"worker_crash_{kind}", workers, f"a worker dies by itself: {CRASH_WORDS[kind]}", fault_item=2,
                   job={"type": kind, "at": 2, "n": n, "delay": 0.5}, items=3 * workers,
                   watchdog=SHORT_WATCHDOG, repeated_death=True)
     return make

@@ -1,4 +1,4 @@
-"""Every fault wakes the supervisor at once; it names the culprit, stops every worker for real, and accounts for every item.
+"""An error, a death or a passed deadline wakes the supervisor at once: it names the item and stops every worker for real.
 
 Our recommended design. It owns its worker processes (``multiprocessing.Process``, spawn) instead of
 driving an executor, because the two things a fault report needs are things an executor hides: which
