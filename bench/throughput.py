@@ -263,9 +263,12 @@ def chart(runs: list[dict[str, Any]], out: Path) -> str | None:
     fig, axes = plt.subplots(1, len(durations), figsize=(3.2 * len(durations), 4.2), sharey=True, squeeze=False)
     notes = []
     for ax, d in zip(axes[0], durations, strict=True):
-        for v in [c for c in dict.fromkeys(r["contender"] for r in runs) if c != REFERENCE]:
-            pts = sorted((r["workers"], r["total"] / ref[(r["workers"], d)]) for r in runs
-                         if r["contender"] == v and r["seconds"] == d and r.get("total") and (r["workers"], d) in ref)
+        designs = [c for c in dict.fromkeys(r["contender"] for r in runs) if c != REFERENCE]
+        for k, v in enumerate(designs):
+            # side by side, not one marker behind another, where designs measure alike
+            pts = sorted((report._dodge(r["workers"], k, len(designs), 2), r["total"] / ref[(r["workers"], d)])
+                         for r in runs if r["contender"] == v and r["seconds"] == d and r.get("total")
+                         and (r["workers"], d) in ref)
             failed = [r for r in runs if r["contender"] == v and r["seconds"] == d and not r.get("total")]
             if failed:
                 notes.append(f"{v}, {d * 1000:g} ms tasks: {len(failed)} point(s) not drawn "

@@ -249,6 +249,35 @@ def test_every_glossary_term_is_linked_from_the_text():
     assert [t for t in terms if f"](#{t})" not in text] == []
 
 
+def _prose_before_the_glossary(text: str) -> str:
+    """README.md as a reader meets it: no generated sections, no code (a link's `code` text is kept)."""
+    text = re.sub(r"<!-- ([\w.-]+:[\w.-]+):begin -->\n.*?<!-- \1:end -->", "", text, flags=re.S)
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    text = re.sub(r"`[^`]*`", lambda m: m.group() if text[m.start() - 1:m.start()] == "["
+                  and text[m.end():m.end() + 1] == "]" else " " * len(m.group()), text)
+    return text[:text.index("## Glossary")]
+
+
+def test_every_glossary_term_is_linked_where_the_reader_first_meets_it():
+    text = README.read_text()
+    body = _prose_before_the_glossary(text)
+    unlinked = []
+    for anchor, word in re.findall(r'<a id="(g-[^"]+)"></a>\*\*([^*]+)\*\*', text):
+        word = word.strip("`")
+        first = re.search(r"(?<![\w-])" + re.escape(word) + r"(?:e?s)?(?![\w-])", body,
+                          flags=0 if word[0].isupper() else re.I)
+        assert first, f"glossary term {word!r} is never used before the glossary"
+        if '<a id="' in body[max(0, first.start() - 40):first.start()]:
+            continue  # the term's own definition in the text (fault time, left running)
+        opening = body.rfind("[", 0, first.start())
+        closing = body.find("](", first.end())
+        linked = (opening != -1 and closing != -1 and "]" not in body[opening:first.start()]
+                  and body.startswith(f"](#{anchor})", closing))
+        if not linked:
+            unlinked.append(f"{word!r}: {body[max(0, first.start() - 50):first.end() + 20]!r}")
+    assert unlinked == [], "first use not linked to the glossary:\n" + "\n".join(unlinked)
+
+
 def test_the_japanese_readme_has_the_same_structure():
     en, ja = README.read_text(), README_JA.read_text()
     s_en, s_ja = _structure(en), _structure(ja)

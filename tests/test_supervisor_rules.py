@@ -362,3 +362,15 @@ def test_remaining_continues_the_callers_iterator_once():
     assert list(info.value.report.remaining()) == [f for f in first if f in info.value.report.unfinished()], \
         "read once: the second reading has only the unfinished items, the iterator is spent"
     assert next(it, None) is None
+
+
+def test_oom_evidence_from_a_v2_cgroup_counts_its_own_kills_not_its_sub_cgroups(tmp_path):
+    # cgroup v2: memory.events counts OOM kills in sub-cgroups too (a process the job moved into a cgroup of its
+    # own, killed there, is not the worker); memory.events.local counts this cgroup's own. Files as v2 writes them.
+    from variants.supervisor._oom import _cgroup_oom_kills
+
+    (tmp_path / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n")
+    (tmp_path / "memory.events.local").write_text("low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n")
+    assert _cgroup_oom_kills(tmp_path) == 0
+    (tmp_path / "memory.events.local").unlink()  # a kernel before 5.2: the hierarchical count is all there is
+    assert _cgroup_oom_kills(tmp_path) == 1

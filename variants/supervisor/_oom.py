@@ -5,9 +5,10 @@ SIGKILL is what the OOM killer sends, and also what ``kill -9`` sends. In order 
 1. the kernel log (``/dev/kmsg``, readable as root or with CAP_SYSLOG): the OOM killer writes
    "oom-kill:...,pid=N," before its SIGKILL and "Killed process N" just after; a record naming the
    worker's pid since the run started is proof, and one naming only other pids is proof it was not;
-2. the worker's own memory cgroup, as it was when the worker started (cgroup v2 ``memory.events``,
-   which counts its sub-cgroups too, or v1 ``memory.oom_control``, which does not): its ``oom_kill``
-   counter rose during the worker's life;
+2. the worker's own memory cgroup, as it was when the worker started (cgroup v2
+   ``memory.events.local``, this cgroup alone, or on kernels without it ``memory.events``, which counts
+   its sub-cgroups too; v1 ``memory.oom_control``, this cgroup alone): its ``oom_kill`` counter rose
+   during the worker's life;
 3. the machine-wide ``/proc/vmstat`` counter, the fallback, said as such: it rises for any process.
 
 The counters are raised before the OOM killer's SIGKILL is sent, so they are up to date when we see the
@@ -61,7 +62,9 @@ def _memory_cgroup(pid: int) -> Path | None:
 def _cgroup_oom_kills(d: Path | None) -> int | None:
     if d is None:
         return None
-    for name in ("memory.events", "memory.oom_control"):
+    # v2's memory.events counts OOM kills in every sub-cgroup too (a process the job put in a cgroup of its
+    # own): .local, where the kernel has it (5.2+), counts this cgroup's own.
+    for name in ("memory.events.local", "memory.events", "memory.oom_control"):
         try:
             for line in (d / name).read_text().splitlines():
                 key, _, value = line.partition(" ")
