@@ -497,7 +497,9 @@ def keep_partial(out: Path, by_sweep: dict[str, Any], st: dict[str, Any], error:
 
 
 def keep_other_variants(tmp: Path, out: Path, ran: set[str]) -> None:
-    """A run limited by --only / --only-sweeps keeps what it did not redo from the existing raw data."""
+    """A run limited by --only / --only-sweeps keeps what it did not redo from the existing raw data: the
+    runs of registered designs it did not run. A record of anything else (the throughput reference, the
+    overhead baselines) is measured again whenever its sweep runs, so an old one is never kept beside it."""
     for old in (out / "raw").glob("*.json") if (out / "raw").exists() else []:
         new = tmp / "raw" / old.name
         old_data = json.loads(old.read_text())
@@ -506,7 +508,7 @@ def keep_other_variants(tmp: Path, out: Path, ran: set[str]) -> None:
             continue
         new_data = json.loads(new.read_text())
         if isinstance(new_data.get("runs"), list) and isinstance(old_data.get("runs"), list):
-            kept = [r for r in old_data["runs"] if r.get("variant") not in ran]
+            kept = [r for r in old_data["runs"] if r.get("variant") in VARIANTS and r["variant"] not in ran]
             new_data["runs"] = kept + new_data["runs"]
             new.write_text(json.dumps(new_data, indent=1, default=repr))
 

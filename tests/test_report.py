@@ -177,3 +177,21 @@ def test_admission_goes_past_jobs_only_while_the_cpu_is_idle(monkeypatch):
     assert fourth.wait(2.0) and adm.most == 3
     for _ in range(3):
         adm.__exit__(None, None, None)
+
+
+def test_a_partial_run_keeps_the_designs_it_did_not_run_and_never_an_old_reference(tmp_path):
+    # The bug this guards: a full run kept the old run's reference and baseline records beside its own, and
+    # the README's throughput table quoted the old reference (it takes the first record of a contender).
+    from bench import run
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    for folder, runs in ((old, [{"variant": "pool", "total": 1.0}, {"variant": "supervisor", "total": 9.0},
+                                {"variant": "ProcessPoolExecutor.map(chunksize=256)", "total": 0.16}]),
+                         (new, [{"variant": "supervisor", "total": 0.2},
+                                {"variant": "ProcessPoolExecutor.map(chunksize=256)", "total": 0.12}])):
+        (folder / "raw").mkdir(parents=True)
+        (folder / "raw" / "throughput.json").write_text(json.dumps({"stamp": {}, "runs": runs}))
+    run.keep_other_variants(new, old, ran={"supervisor"})
+    runs = json.loads((new / "raw" / "throughput.json").read_text())["runs"]
+    assert sorted((r["variant"], r["total"]) for r in runs) == [
+        ("ProcessPoolExecutor.map(chunksize=256)", 0.12), ("pool", 1.0), ("supervisor", 0.2)]
