@@ -272,7 +272,7 @@ def chart(runs: list[dict[str, Any]], out: Path) -> str | None:
             failed = [r for r in runs if r["contender"] == v and r["seconds"] == d and not r.get("total")]
             if failed:
                 notes.append(f"{v}, {d * 1000:g} ms tasks: {len(failed)} point(s) not drawn "
-                             f"({(failed[0].get('error') or '')[:60].strip()})")
+                             f"({(failed[0].get('error') or '')[:110].strip()})")
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker="o", ms=4, label=v, color=report.color(v))
         ax.axhline(1.0, ls="--", color="black", lw=1)
