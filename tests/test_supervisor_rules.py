@@ -11,13 +11,14 @@ import json
 import multiprocessing
 import os
 import signal
+import sys
 import time
 import traceback
 
 import pytest
 
 import variants.supervisor as sup
-from variants.contract import RunFailed
+from variants.contract import RunFailed, RunReport
 from variants.supervisor import _worker
 
 # Detection is one wake-up: measured 4-10 ms on an idle 2-core machine. 0.15 s leaves 15x for a loaded CI
@@ -218,6 +219,64 @@ def test_rule5_remaining_is_exactly_what_is_left():
     left = list(info.value.report.remaining())
     assert sorted(done + left) == list(range(1000)), (len(done), len(left))
     assert left[0] == 3 or 3 in left
+
+
+HAND_OVER_ITEMS = 8
+
+
+def _fresh_supervisor() -> sup._Supervisor:
+    """A supervisor with its items thread running and HAND_OVER_ITEMS read ahead; no worker is started."""
+    options = sup.Options(workers=1, on_result=None, timeout=None, task_timeout=None, on_error="abort",
+                          retries=0, max_in_flight=HAND_OVER_ITEMS, grace=1.0)
+    s = sup._Supervisor(identity, iter(range(2 * HAND_OVER_ITEMS)), options)
+    s.source.set_capacity(HAND_OVER_ITEMS)
+    s.source.start()
+    deadline = time.monotonic() + 5
+    while len(s.source.buffer) < HAND_OVER_ITEMS and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert len(s.source.buffer) == HAND_OVER_ITEMS
+    return s
+
+
+@pytest.mark.timeout(60)
+def test_rule5_a_ctrl_c_anywhere_in_the_hand_over_loses_no_item():
+    """Breaks if an item leaves the source before the report holds it (take a batch, then record it item
+    by item: a Ctrl-C in between lost item 7 in CI on 3.13). A KeyboardInterrupt is raised at each bytecode
+    of the hand-over in turn, one run per bytecode; after each, remaining() must yield every item once.
+    The source's peek() and drop() are one step each here (a call): inside, each changes its buffer in one
+    C call under its lock, and an exception raised between a lock's acquire and its ``with`` block (which
+    a bytecode trace can do) would leave that lock held and cost each run the items thread's join limit."""
+    hand_over = {sup._Supervisor.next_positions.__code__, RunReport.track.__code__}
+    boundary = 0
+    while True:
+        s = _fresh_supervisor()
+        seen = 0
+
+        def trace(frame, event, arg, at=boundary):
+            nonlocal seen
+            if frame.f_code not in hand_over:
+                return None
+            frame.f_trace_opcodes = True
+            if event == "opcode":
+                seen += 1
+                if seen == at + 1:
+                    raise KeyboardInterrupt
+            return trace
+
+        sys.settrace(trace)
+        try:
+            s.next_positions(HAND_OVER_ITEMS)
+            interrupted = False
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            sys.settrace(None)
+        s.report.set_rest(s.source.stop(s.report.holds))
+        assert list(s.report.remaining()) == list(range(2 * HAND_OVER_ITEMS)), f"Ctrl-C at bytecode {boundary}"
+        if not interrupted:
+            break  # the hand-over ran to its end: every bytecode boundary was tried
+        boundary += 1
+    assert boundary > 10 * HAND_OVER_ITEMS, boundary  # the trace really reached the hand-over's bytecodes
 
 
 @pytest.mark.timeout(30)

@@ -94,9 +94,14 @@ class RunReport:
     def track(self, item: Any) -> int:
         """Record an item just pulled from ``items``; returns its position in pull order."""
         pos = self._pulled
-        self._pulled += 1
+        # The fate first, the count second: interrupted in between (Ctrl-C), the item is still held here.
         self._open[pos] = ItemFate(item, Fate.NEVER_RUN)  # type: ignore[index]
+        self._pulled = pos + 1
         return pos
+
+    def holds(self, pos: int) -> bool:
+        """Whether the item at position ``pos`` was recorded here (done since, or still open)."""
+        return pos < self._pulled or (self._open is not None and pos in self._open)
 
     def fate(self, pos: int) -> ItemFate:
         return self._open[pos]  # type: ignore[index]
@@ -181,17 +186,28 @@ class _Rest:
 
     ``lock`` is the one the run's reading thread holds around ``next()``: taking it before continuing the
     iterator means we never call ``next()`` while that thread is inside it (a generator refuses that).
+    With ``recorded``, ``read_ahead`` holds (number, item) pairs and an item the report already holds
+    (``recorded(number)``) is skipped: the run was interrupted after recording it and before dropping it.
     """
 
-    def __init__(self, iterator: Iterator[Any], read_ahead: deque[Any] | None = None, lock: Any = None) -> None:
+    def __init__(self, iterator: Iterator[Any], read_ahead: deque[Any] | None = None, lock: Any = None,
+                 recorded: Callable[[int], bool] | None = None) -> None:
         self.iterator = iterator
         self.read_ahead = read_ahead if read_ahead is not None else deque()
         self.lock = lock
+        self.recorded = recorded
 
     def drain(self) -> Iterator[Any]:
         while True:
             with self.lock if self.lock is not None else contextlib.nullcontext():
-                item = self.read_ahead.popleft() if self.read_ahead else next(self.iterator, _END)
+                if self.read_ahead:
+                    item = self.read_ahead.popleft()
+                    if self.recorded is not None:
+                        number, item = item
+                        if self.recorded(number):
+                            continue
+                else:
+                    item = next(self.iterator, _END)
             if item is _END:
                 return
             yield item

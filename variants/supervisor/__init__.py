@@ -38,7 +38,10 @@ Rules it keeps (each one is a test in tests/test_supervisor_rules.py or an exper
    thread exits with the run too, except while inside a ``next(items)`` call that blocks (Python cannot
    interrupt one): it exits when that call returns.
 5. What is left is exact and reachable: ``e.report.remaining()`` on any exception that leaves ``run()``
-   yields the unfinished items, then the items never pulled, so a resume runs each item once.
+   yields the unfinished items, then the items never pulled, so a resume runs each item once. A Ctrl-C
+   lands between any two bytecodes: wherever it lands, an item is in the report or still in the source.
+   The one item it can list twice over is one whose ``on_result`` it interrupted after that saved: save
+   idempotently (``INSERT OR REPLACE``) and a resume stays exact.
 6. A worker's failure carries its cause: the job's traceback as ``__cause__``, a pickling fault with the
    original exception, a death with its signal and the kernel's OOM evidence for that worker.
 """
@@ -294,9 +297,16 @@ class _Supervisor:
         """Up to ``n`` positions to send: retries first, then new items within the in-flight limit."""
         out = [self.retry.popleft() for _ in range(min(n, len(self.retry)))]
         room = min(n - len(out), self.in_flight_limit() - self.in_flight())
-        if room > 0:
-            for item in self.source.take(room):
-                out.append(self.report.track(item))
+        # One item at a time, recorded before it is dropped from the source: a Ctrl-C landing anywhere in
+        # here leaves it in the report or in the source (or both: remaining() yields it once), never lost.
+        while room > 0 and (entry := self.source.peek()) is not None:
+            number, item = entry
+            pos = self.report.track(item)
+            self.source.drop()
+            if pos != number:
+                raise AssertionError(f"item {number} of the source recorded at {pos}")  # bookkeeping bug
+            out.append(pos)
+            room -= 1
         return out
 
     def dispatch(self) -> None:
@@ -608,7 +618,7 @@ def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
         try:
             sup.stop_all(orderly)
         finally:
-            sup.report.set_rest(sup.source.stop())
+            sup.report.set_rest(sup.source.stop(sup.report.holds))
             sup.report.elapsed = sup.clock.elapsed()
             if sup.retired:
                 sup.report.notes.append(f"retired {sup.retired} worker(s) after max_tasks_per_worker="

@@ -4,6 +4,11 @@ A caller's ``items`` may block (a paginated API, a database cursor): read on the
 worker that dies meanwhile would be noticed only when the generator next yields. Here the loop never
 calls ``next(items)``: this thread does, keeps at most ``capacity`` items read ahead, and writes one byte
 to a pipe the loop waits on whenever it has something new to say (an item after none, the end, an error).
+
+Each item read is numbered in read order, and the loop moves one item at a time from here to the report
+(peek, record, drop): a ``KeyboardInterrupt`` lands between any two bytecodes of the loop, and wherever it
+lands, an item is in the report, or here, or both, never in neither. ``report.remaining()`` skips the
+ones in both by their number (see ``stop``).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..contract import _Rest
@@ -26,7 +31,8 @@ class Source:
     def __init__(self, items: Iterable[Any], capacity: int) -> None:
         self.iterator = iter(items)  # TypeError for a non-iterable raises here, in the caller's thread
         self.capacity = capacity
-        self.buffer: deque[Any] = deque()  # read ahead, not yet taken by the loop
+        self.buffer: deque[tuple[int, Any]] = deque()  # (number, item) read ahead, not yet taken by the loop
+        self.read = 0  # items read so far: the next one's number
         self.cond = threading.Condition()
         self.next_lock = threading.Lock()  # held around next(): see contract._Rest
         self.exhausted = False
@@ -68,7 +74,8 @@ class Source:
                     elif end == "error":
                         self.error = item
                     else:
-                        self.buffer.append(item)
+                        self.buffer.append((self.read, item))
+                        self.read += 1
                     told = len(self.buffer) > 1 and not end  # the loop was woken when it stopped being empty
             if not told:
                 self._wake()
@@ -81,13 +88,16 @@ class Source:
         except (BlockingIOError, OSError):
             pass  # the pipe is full of unread wake-ups, or closed at stop: the loop is already awake or gone
 
-    def take(self, n: int) -> list[Any]:
-        """Up to ``n`` items read ahead (possibly none)."""
+    def peek(self) -> tuple[int, Any] | None:
+        """The oldest item read ahead, with its number, left in place; ``None`` when there is none."""
         with self.cond:
-            out = [self.buffer.popleft() for _ in range(min(n, len(self.buffer)))]
-            if out:
-                self.cond.notify()
-        return out
+            return self.buffer[0] if self.buffer else None
+
+    def drop(self) -> None:
+        """Forget the oldest item read ahead: the loop has recorded it in the report."""
+        with self.cond:
+            self.buffer.popleft()
+            self.cond.notify()
 
     def clear_wakeups(self) -> None:
         try:
@@ -107,8 +117,12 @@ class Source:
         """Nothing read ahead and nothing more will come."""
         return not self.buffer and (self.exhausted or self.error is not None)
 
-    def stop(self) -> _Rest:
-        """Stop reading; what was read ahead and the rest of the iterator stay reachable (``report.remaining``)."""
+    def stop(self, recorded: Callable[[int], bool]) -> _Rest:
+        """Stop reading; what was read ahead and the rest of the iterator stay reachable (``report.remaining``).
+
+        ``recorded(number)`` says whether the report already holds that item: a Ctrl-C between the loop's
+        record and drop leaves it in both, and ``remaining()`` must yield it once.
+        """
         with self.cond:
             self.stopped = True
             self.cond.notify_all()
@@ -119,4 +133,4 @@ class Source:
                 os.close(fd)
             except OSError:
                 pass
-        return _Rest(self.iterator, self.buffer, self.next_lock)
+        return _Rest(self.iterator, self.buffer, self.next_lock, recorded)
