@@ -297,16 +297,8 @@ class _Supervisor:
         """Up to ``n`` positions to send: retries first, then new items within the in-flight limit."""
         out = [self.retry.popleft() for _ in range(min(n, len(self.retry)))]
         room = min(n - len(out), self.in_flight_limit() - self.in_flight())
-        # One item at a time, recorded before it is dropped from the source: a Ctrl-C landing anywhere in
-        # here leaves it in the report or in the source (or both: remaining() yields it once), never lost.
-        while room > 0 and (entry := self.source.peek()) is not None:
-            number, item = entry
-            pos = self.report.track(item)
-            self.source.drop()
-            if pos != number:
-                raise AssertionError(f"item {number} of the source recorded at {pos}")  # bookkeeping bug
-            out.append(pos)
-            room -= 1
+        if room > 0:  # recorded before dropped from the source: a Ctrl-C anywhere loses no item (_source)
+            out += self.source.hand_over(room, self.report.track)
         return out
 
     def dispatch(self) -> None:

@@ -6,7 +6,7 @@ calls ``next(items)``: this thread does, keeps at most ``capacity`` items read a
 to a pipe the loop waits on whenever it has something new to say (an item after none, the end, an error).
 
 Each item read is numbered in read order, and the loop moves one item at a time from here to the report
-(peek, record, drop): a ``KeyboardInterrupt`` lands between any two bytecodes of the loop, and wherever it
+(record, then drop from here): a ``KeyboardInterrupt`` lands between any two bytecodes of the loop, and wherever it
 lands, an item is in the report, or here, or both, never in neither. ``report.remaining()`` skips the
 ones in both by their number (see ``stop``).
 """
@@ -88,15 +88,29 @@ class Source:
         except (BlockingIOError, OSError):
             pass  # the pipe is full of unread wake-ups, or closed at stop: the loop is already awake or gone
 
-    def peek(self) -> tuple[int, Any] | None:
-        """The oldest item read ahead, with its number, left in place; ``None`` when there is none."""
-        with self.cond:
-            return self.buffer[0] if self.buffer else None
+    def hand_over(self, n: int, record: Callable[[Any], int]) -> list[int]:
+        """Move up to ``n`` items read ahead to the report, oldest first; their positions there.
 
-    def drop(self) -> None:
-        """Forget the oldest item read ahead: the loop has recorded it in the report."""
+        One item at a time, ``record(item)`` before it leaves the buffer, so an interruption anywhere
+        leaves it in one place or both (``stop`` tells ``remaining()`` which). No lock around it: only
+        this thread removes items, at the left, and a deque's append and popleft are atomic; the lock is
+        for the notify only (``_made_room``), which the reading thread's wait for room needs.
+        """
+        out: list[int] = []
+        buffer = self.buffer
+        while len(out) < n and buffer:
+            number, item = buffer[0]
+            pos = record(item)
+            buffer.popleft()
+            if pos != number:
+                raise AssertionError(f"item {number} of the source recorded at {pos}")  # bookkeeping bug
+            out.append(pos)
+        if out:
+            self._made_room()
+        return out
+
+    def _made_room(self) -> None:
         with self.cond:
-            self.buffer.popleft()
             self.cond.notify()
 
     def clear_wakeups(self) -> None:
