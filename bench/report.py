@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from bench import throughput  # noqa: E402
-from experiments.lab.scenarios import CRASH_WORDS  # noqa: E402
+from experiments.lab.scenarios import CRASH_WORDS, HUNG_GRACE  # noqa: E402
 from variants import VARIANTS  # noqa: E402
 
 MARK = "<!-- bench:{name}:{edge} -->"
@@ -490,6 +490,26 @@ def memory_article_text(raw: dict[str, Any]) -> str:
             f"{a:.0f} MiB for {few:,} tasks, {b:.0f} MiB for {many:,} tasks ({(b - a) / a * 100:+.1f}%).\n")
 
 
+def continue_timeout_text(raw: dict[str, Any]) -> str:
+    """The supervisor's run timeout with every worker hung ignoring SIGTERM in continue mode: how late past
+    the deadline plus one grace period run() raised (a loop stopping hung workers one by one: workers x grace)."""
+    runs = raw.get("continue_timeout", {}).get("runs", [])
+    if not runs:
+        return ""
+    timed = [r for r in runs if r.get("status") == "raised" and r.get("kind") == "timeout" and r.get("detect") is not None]
+    first = runs[0]
+    text = f"Supervisor, {first['title']}, {first['workers']} workers: "
+    if timed:
+        late = med([r["detect"] - HUNG_GRACE for r in timed])
+        text += (f"`run()` raised timeout {ms(late[0])} after the deadline plus the grace "
+                 f"(min–max {ms(late[1])}–{ms(late[2])}, {len(timed)} run(s)), not {first['workers']} × grace")
+    others = [r for r in runs if r not in timed]
+    if others:
+        text += ("; " if timed else "") + f"{len(others)} run(s) ended otherwise: " + ", ".join(
+            sorted({f"{r.get('status')} {r.get('kind') or ''}".strip() for r in others}))
+    return text + ".\n"
+
+
 def memory_limit_text(raw: dict[str, Any]) -> str:
     """Picking memory_limit from measured figures: the supervisor's workers' peak in the memory trace, and
     what the matrix's overrun row measured for it."""
@@ -561,6 +581,7 @@ def render(folder: Path, readme: Path | None, link_base: str = "results") -> Non
         + matrix_markdown(raw, compact=False) + "\n" + stamp + "\n")
     tp = raw.get("throughput", {}).get("runs", [])
     section = (matrix_markdown(raw, compact=True) + "\n" + memory_article_text(raw) + memory_limit_text(raw)
+               + continue_timeout_text(raw)
                + overhead_text(raw) + "\n"
                + (throughput.text(tp, link_base) + "\n\n" if tp else "")
                + durations_text(raw) + "\n"

@@ -85,6 +85,23 @@ def test_recovery_is_worded_as_recovery():
     assert not report.recovered(ran_once)
 
 
+def test_the_continue_timeout_figure_is_the_lateness_past_deadline_plus_grace():
+    def rec(status, kind, detect):
+        return {"sweep": "continue_timeout", "title": "every worker hangs", "variant": "supervisor", "workers": 4,
+                "status": status, "kind": kind, "detect": detect}
+
+    grace = report.HUNG_GRACE
+    text = report.continue_timeout_text({"continue_timeout": {"runs": [
+        rec("raised", "timeout", grace + 0.012), rec("raised", "timeout", grace + 0.020),
+        rec("raised", "timeout", grace + 0.015)]}})
+    assert "raised timeout 15 ms after the deadline plus the grace (min–max 12 ms–20 ms, 3 run(s))" in text, text
+    # a run that did not raise the timeout is said, never folded into the figure
+    text = report.continue_timeout_text({"continue_timeout": {"runs": [
+        rec("raised", "timeout", grace + 0.012), rec("hung", None, None)]}})
+    assert "12 ms" in text and "1 run(s) ended otherwise: hung" in text, text
+    assert report.continue_timeout_text({}) == ""
+
+
 @pytest.mark.parametrize(("result", "accounted"), [
     ({"callback_items": [0, 1, 3], "unfinished": [2, 4, 5], "callback_repeats": 0}, True),
     ({"callback_items": [0, 1, 3], "unfinished": [2, 4], "callback_repeats": 0}, False),  # item 5 lost

@@ -194,6 +194,24 @@ def blocking_source(workers: int = 4, n: int = SMALL_N) -> Scenario:
               items_spec={"slow_from": workers, "slow_seconds": 2.0}, watchdog=10)
 
 
+# Seconds between SIGTERM and SIGKILL in hung_workers_continue: each hung worker ignores SIGTERM, so this is
+# the least any design that stops it in order can take after the deadline.
+HUNG_GRACE = 1.0
+
+
+def hung_workers_continue(workers: int = 4, n: int = 10) -> Scenario:
+    # The supervisor alone (on_error="continue" is its option): every task hangs ignoring SIGTERM, so each
+    # worker is hung in turn (task_timeout 0.5 s: replaced, its item failed) and all of them are hung when the
+    # run's 2.5 s timeout passes. A loop that waited out each hung worker's grace in turn would raise workers x
+    # grace late; one that signals them together and waits on their sentinels, grace plus a wake-up late.
+    # Not in SCENARIOS: a design without continue mode has no answer to measure.
+    return _s("hung_workers_continue", workers,
+              f"every worker hangs ignoring SIGTERM; continue mode; the run has a timeout (grace {HUNG_GRACE:g} s)",
+              job={"type": "HangIgnoringTermAt", "at": EVERY, "n": n}, items=10 * workers,
+              run_kwargs={"on_error": "continue", "task_timeout": 0.5, "grace": HUNG_GRACE, "timeout": 2.5},
+              fault_clock="deadline", watchdog=30)
+
+
 # The per-worker memory limit of memory_limit_overrun, and what its job allocates (twice the limit).
 MEMORY_LIMIT_MIB = 200
 
