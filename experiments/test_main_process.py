@@ -11,7 +11,7 @@ from experiments.lab.harness import run_scenario
 from experiments.lab.scenarios import ctrl_c, main_killed, main_raises
 from experiments.test_peer_libraries import BILLIARD_STOP, MPIRE_STOP
 
-# main_raises: 40 tasks of 0.5 s, the items iterator raises at index 10, the run's timeout is 4 s.
+# main_raises: 40 tasks of 0.5 s, the items iterator raises at index 10, the run's timeout is 8 s.
 # What as_completed's with-block waits for before propagating: the 10 tasks submitted before the raise, in
 # waves of 4 workers (4, 4, 2): three waves of 0.5 s (was 10 * 0.5 / 4 = 1.25 s, as if the work divided evenly).
 TASKS_BEFORE_RAISE = math.ceil(10 / 4) * 0.5
@@ -29,7 +29,8 @@ EXPECTED_RAISES = {
                            why="the with-block first runs every task already submitted"),
     "callback_monitor": Expect("raised", "RuntimeError", detect_max=PROMPT, exit_min=POLL - SLACK,
                                why="run() propagates at once, but the non-daemon monitor thread keeps the "
-                                   "process alive until its timeout poll (5 s) cancels and terminates"),
+                                   "process alive until a poll past the run's timeout (8 s: the 10 s poll) "
+                                   "cancels and terminates"),
     "supervisor": Expect("raised", "RuntimeError", detect_max=PROMPT, exit_max=PROMPT),
     "pebble_pool": Expect("raised", "RuntimeError", detect_max=PROMPT, exit_max=PROMPT),
     "loky_executor": Expect("raised", "RuntimeError", detect_max=PROMPT, exit_max=PROMPT),

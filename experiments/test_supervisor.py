@@ -195,9 +195,9 @@ def test_resume_with_remaining_saves_every_item_once(tmp_path, how):
 
 # -- hung workers are stopped without blocking the loop ----------------------------------------------------
 # The run's timeout is noticed on time, then the stop gives the workers hung at that moment their grace:
-# run() is back grace + this much after the deadline at most. Measured 10-20 ms over grace (bench/run.py's
-# "continue_timeout" figure); 0.3 s is 15x that, and far below the 3-4 grace periods a loop that waits out
-# each hung worker in turn would add.
+# run() is back grace + this much after the deadline at most. Measured 52-57 ms over grace (bench/run.py's
+# "continue_timeout" figure, 3 runs); 0.3 s is over 5x that, and far below the 3 grace periods (3 s) more
+# that a loop waiting out each of the 4 hung workers in turn would add.
 HUNG_LATE = 0.3
 
 

@@ -129,10 +129,12 @@ def hang_ignoring_sigterm(workers: int = 4, n: int = SMALL_N) -> Scenario:
 
 def main_raises(workers: int = 4, n: int = SMALL_N) -> Scenario:
     # The items iterator raises at index 10 (an exception in the main process) mid-run; the run has
-    # a 4 s timeout, as the article always has one. Does run() propagate at once, and does it linger?
+    # an 8 s timeout, as the article always has one. Does run() propagate at once, and does it linger?
+    # The timeout must not come first: Dask pulls index 10 once ~3 results are in, which took over 4 s
+    # on a slower machine (its timeout fired instead). The article's monitor exits at its 10 s poll.
     return _s("main_raises", workers, "the main process raises (items iterator)",
               job={"type": "Workload", "n": n, "delay": 0.5}, items=10 * workers, items_raise_at=10,
-              run_kwargs={"timeout": 4.0}, watchdog=15)
+              run_kwargs={"timeout": 8.0}, watchdog=20)
 
 
 def main_killed(workers: int = 4, n: int = SMALL_N) -> Scenario:
