@@ -187,13 +187,19 @@ def serialization(name: str) -> Callable[..., Scenario]:
     return make
 
 
+# Seconds each item takes to come in blocking_source, from index `workers` on. Longer than the workers' spawn
+# start-up on a slow machine (~2 s seen): with a 2 s block, a kill at item 1's start once landed just as the
+# source yielded, and a design that waits for the source looked prompt (29 ms).
+SOURCE_BLOCK = 3.0
+
+
 def blocking_source(workers: int = 4, n: int = SMALL_N) -> Scenario:
-    # The items come from a slow source (a paginated API: 2 s per item after the first `workers`), and
+    # The items come from a slow source (a paginated API: SOURCE_BLOCK s per item after the first `workers`), and
     # meanwhile the worker busy on item 1 is SIGKILLed from outside. Noticed at once, or when the
     # source next yields?
     return _s("blocking_source", workers, "a worker is SIGKILLed while the items source blocks", fault_item=1,
               job={"type": "Workload", "n": n, "delay": 0.5}, items=workers + 2, kill_worker_on_item=1,
-              items_spec={"slow_from": workers, "slow_seconds": 2.0}, watchdog=10)
+              items_spec={"slow_from": workers, "slow_seconds": SOURCE_BLOCK}, watchdog=12)
 
 
 # Seconds between SIGTERM and SIGKILL in hung_workers_continue: each hung worker ignores SIGTERM, so this is
