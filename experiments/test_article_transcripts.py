@@ -39,8 +39,8 @@ def test_worker_killed_from_another_shell_transcript():
 
 
 # The callback-error run stops at the monitor's 5 s poll, then cancels the 100 submitted tasks of 1,000,000
-# ints and terminates the workers through the executor's internals: well under 30 s on an idle 2-core machine,
-# past 30 s (the watchdog fired) in a suite run on a slower one (memory-bound runs took 1.8x longer there).
+# ints and terminates the workers through the executor's internals: within a 30 s watchdog in earlier suite
+# runs, past it in one on a slower machine (memory-bound runs took 1.8x longer there; 60 s passed there).
 CALLBACK_WATCHDOG = 60
 
 
