@@ -51,7 +51,7 @@ RECYCLE_ITEMS, RECYCLE_WORKERS, RECYCLE_AFTER = 60, 2, 10
 RECYCLE_WATCH = 6.0
 # A run whose initializer raises: the executors, pebble and the supervisor end it within 0.3 s (measured);
 # mpire's terminate takes ~2 s (MPIRE_STOP bounds it), and the harness adds mpire's stop allowance (and Dask's
-# start-up) to the watchdog. A run still going after MPIRE_STOP is in a respawn loop: 5 s of one start dozens
+# start-up) to the watchdog. A run still going after MPIRE_STOP is in a respawn loop: 5 s of one started dozens
 # of workers (54 failed starts measured for a pool of 2 with the other core busy).
 INIT_WATCH = MPIRE_STOP
 

@@ -265,44 +265,76 @@ def _fresh_supervisor() -> sup._Supervisor:
     return s
 
 
+class _CtrlCAtInstruction:
+    """Raise KeyboardInterrupt at the ``at``-th bytecode instruction executed inside ``codes`` (0-based).
+
+    On 3.12+ through sys.monitoring's INSTRUCTION events (PEP 669): CPython 3.12.1's sys.settrace ignores
+    ``frame.f_trace_opcodes`` set from the trace function, so a settrace version of this test passed there
+    without ever raising (CI on 246a628). On 3.11, sys.settrace with opcode events. ``fired`` tells whether
+    the interrupt was raised; ``seen`` counts the instructions met."""
+
+    def __init__(self, codes: set, at: int) -> None:
+        self.codes, self.at, self.seen, self.fired = codes, at, 0, False
+
+    def _step(self) -> None:
+        self.seen += 1
+        if self.seen == self.at + 1:
+            self.fired = True
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> _CtrlCAtInstruction:
+        mon = getattr(sys, "monitoring", None)
+        if mon is not None:
+            self.tool = next(i for i in range(6) if mon.get_tool(i) is None)
+            mon.use_tool_id(self.tool, "ctrl-c test")
+            mon.register_callback(self.tool, mon.events.INSTRUCTION, lambda code, offset: self._step())
+            for code in self.codes:
+                mon.set_local_events(self.tool, code, mon.events.INSTRUCTION)
+        else:
+            def trace(frame, event, arg):
+                if frame.f_code not in self.codes:
+                    return None
+                frame.f_trace_opcodes = True
+                if event == "opcode":
+                    self._step()
+                return trace
+            sys.settrace(trace)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        mon = getattr(sys, "monitoring", None)
+        if mon is not None:
+            for code in self.codes:
+                mon.set_local_events(self.tool, code, 0)
+            mon.register_callback(self.tool, mon.events.INSTRUCTION, None)
+            mon.free_tool_id(self.tool)
+        else:
+            sys.settrace(None)
+
+
 @pytest.mark.timeout(60)
 def test_rule5_a_ctrl_c_anywhere_in_the_hand_over_loses_no_item():
     """Breaks if an item leaves the source before the report holds it (take a batch, then record it item
     by item: a Ctrl-C in between lost item 7 in CI on 3.13). A KeyboardInterrupt is raised at each bytecode
     of the hand-over in turn, one run per bytecode; after each, remaining() must yield every item once.
-    Not traced: the notify to the items thread after the move (a bytecode trace can raise between a lock's
+    Not traced: the notify to the items thread after the move (an interrupt can land between a lock's
     acquire and its ``with`` block, leaving the lock held: that is not the bookkeeping under test)."""
     hand_over = {sup._Supervisor.next_positions.__code__, sup.Source.hand_over.__code__, RunReport.track.__code__}
     boundary = 0
     while True:
         s = _fresh_supervisor()
-        seen = 0
-
-        def trace(frame, event, arg, at=boundary):
-            nonlocal seen
-            if frame.f_code not in hand_over:
-                return None
-            frame.f_trace_opcodes = True
-            if event == "opcode":
-                seen += 1
-                if seen == at + 1:
-                    raise KeyboardInterrupt
-            return trace
-
-        sys.settrace(trace)
         try:
-            s.next_positions(HAND_OVER_ITEMS)
-            interrupted = False
+            with _CtrlCAtInstruction(hand_over, boundary) as ctrl_c:
+                s.next_positions(HAND_OVER_ITEMS)
         except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            sys.settrace(None)
+            pass
         s.report.set_rest(s.source.stop(s.report.holds))
         assert list(s.report.remaining()) == list(range(2 * HAND_OVER_ITEMS)), f"Ctrl-C at bytecode {boundary}"
-        if not interrupted:
+        if not ctrl_c.fired:
             break  # the hand-over ran to its end: every bytecode boundary was tried
         boundary += 1
-    assert boundary > 10 * HAND_OVER_ITEMS, boundary  # the trace really reached the hand-over's bytecodes
+    # the interrupt really reached the hand-over's bytecodes, and the last run met every one of them
+    assert boundary > 10 * HAND_OVER_ITEMS and ctrl_c.seen == boundary, (boundary, ctrl_c.seen)
 
 
 @pytest.mark.timeout(30)
