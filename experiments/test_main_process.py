@@ -8,17 +8,18 @@ import pytest
 
 from experiments.expect import DASK_STOP, POLL, PROMPT, SLACK, Expect, check, expected_for, params
 from experiments.lab.harness import run_scenario
-from experiments.lab.scenarios import ctrl_c, main_killed, main_raises
+from experiments.lab.scenarios import MAIN_RAISES_AT, ctrl_c, main_killed, main_raises
 from experiments.test_peer_libraries import BILLIARD_STOP, MPIRE_STOP
 
-# main_raises: 40 tasks of 0.5 s, the items iterator raises at index 10, the run's timeout is 8 s.
-# What as_completed's with-block waits for before propagating: the 10 tasks submitted before the raise, in
-# waves of 4 workers (4, 4, 2): three waves of 0.5 s (was 10 * 0.5 / 4 = 1.25 s, as if the work divided evenly).
-TASKS_BEFORE_RAISE = math.ceil(10 / 4) * 0.5
+# main_raises: 40 tasks of 0.5 s, the items iterator raises at index MAIN_RAISES_AT (8), the run's timeout is 8 s.
+# What as_completed's with-block waits for before propagating: the tasks submitted before the raise, in
+# waves of 4 workers: 8 tasks, two waves of 0.5 s (not 8 * 0.5 / 4, as if the work divided evenly).
+TASKS_BEFORE_RAISE = math.ceil(MAIN_RAISES_AT / 4) * 0.5
 # as_completed submits every item before any worker runs one, so the raise comes before its workers are up:
-# their spawn start-up is part of what it waits for. 0.42 s in the bench (1.92 s in all); a CI run on a busy
-# 2-core machine measured 2.64 s in all, 1.14 s of start-up. A design that waited for all 40 tasks would
-# take 5 s of tasks, so TASKS_BEFORE_RAISE + WORKERS_UP + PROMPT = 3.5 s still tells the two apart.
+# their spawn start-up is part of what it waits for. With the raise at index 10 (three waves): 0.42 s of it in
+# the bench (1.92 s in all); a CI run on a busy 2-core machine measured 2.64 s in all, 1.14 s of start-up. A
+# design that waited for all 40 tasks would take 5 s of tasks, so TASKS_BEFORE_RAISE + WORKERS_UP + PROMPT
+# (3 s with two waves) still tells the two apart.
 WORKERS_UP = 1.0
 
 EXPECTED_RAISES = {

@@ -34,6 +34,7 @@ class Workload:
     events: str | None = None
     at: Any = None  # the item that misbehaves (subclasses); None: none
     summary: bool = False  # return {"n", "sum"} of the list instead of the list (a row for the database)
+    instant: bool = False  # build the list in one step ([1] * n): the same result, without the loop's CPU
 
     def __call__(self, item: Any) -> list[int]:
         stamp(self.events, "start", item)
@@ -41,11 +42,14 @@ class Workload:
             self.misbehave(item)
         if self.delay:
             time.sleep(self.delay)
-        large_data = []
-        count = self.n
-        while count >= 1:  # the article's loop, one append at a time
-            large_data.append(1)
-            count -= 1
+        if self.instant:
+            large_data = [1] * self.n
+        else:
+            large_data = []
+            count = self.n
+            while count >= 1:  # the article's loop, one append at a time
+                large_data.append(1)
+                count -= 1
         if self.summary:
             return {"n": len(large_data), "sum": sum(large_data)}
         return large_data

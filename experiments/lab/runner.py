@@ -121,6 +121,10 @@ def main(spec: dict[str, Any]) -> None:
         kwargs["initargs"] = tuple(kwargs.get("initargs", ()))
     if spec.get("resume_items") is not None:
         items = spec["resume_items"]
+    # The design's module is imported before the clock starts: its first import (tens of ms for one that
+    # pulls in multiprocessing's machinery) is the interpreter's, not the run's. Timed inside, it put every
+    # timeout's fault time (t_start + timeout, for a design whose report has no clock_start) that much early.
+    variant.load()
     out["t_start"] = time.monotonic()
     try:
         report = variant.run(job, items, on_result=on_result, **kwargs)

@@ -127,13 +127,19 @@ def hang_ignoring_sigterm(workers: int = 4, n: int = SMALL_N) -> Scenario:
               run_kwargs={"timeout": 3.0}, fault_clock="deadline", watchdog=TIMEOUT_WATCHDOG)
 
 
+# Where the items iterator raises in main_raises: the index after the first 2 x 4 items a bounded design pulls
+# ahead (4 workers), so it comes once one result is in. It was 10 (three results in): Dask, whose run timeout
+# counts from its cluster's start, did not get those three within 4 s on a slower machine, then not within
+# 8 s in CI on 3.12 beside the other xdist worker (246a628+: its timeout fired instead).
+MAIN_RAISES_AT = 8
+
+
 def main_raises(workers: int = 4, n: int = SMALL_N) -> Scenario:
-    # The items iterator raises at index 10 (an exception in the main process) mid-run; the run has
+    # The items iterator raises at MAIN_RAISES_AT (an exception in the main process) mid-run; the run has
     # an 8 s timeout, as the article always has one. Does run() propagate at once, and does it linger?
-    # The timeout must not come first: Dask pulls index 10 once ~3 results are in, which took over 4 s
-    # on a slower machine (its timeout fired instead). The article's monitor exits at its 10 s poll.
+    # The timeout must not come first (see MAIN_RAISES_AT). The article's monitor exits at its 10 s poll.
     return _s("main_raises", workers, "the main process raises (items iterator)",
-              job={"type": "Workload", "n": n, "delay": 0.5}, items=10 * workers, items_raise_at=10,
+              job={"type": "Workload", "n": n, "delay": 0.5}, items=10 * workers, items_raise_at=MAIN_RAISES_AT,
               run_kwargs={"timeout": 8.0}, watchdog=20)
 
 
