@@ -237,6 +237,40 @@ def test_rule4_workers_die_with_the_parent_by_the_kernel():
     assert got == [signal.SIGKILL, signal.SIGKILL]
 
 
+# A spawned worker's start-up (an interpreter, then this package's imports): ~0.17 s of CPU measured on an
+# idle 2-core machine. A stop that waits for the start-ups it interrupts takes at least that; 0.1 s tells the
+# two apart with room for a slow SIGTERM delivery and reap.
+STARTING_STOP = 0.1
+
+
+@pytest.mark.timeout(30)
+def test_rule4_an_orderly_stop_does_not_wait_for_workers_still_starting():
+    """Breaks if the orderly stop sends the exit request to workers that are still starting: they would run
+    their whole start-up first (a one-item run with 8 workers then waits for 8 start-ups on 2 cores)."""
+    options = sup.Options(workers=2, on_result=None, timeout=None, task_timeout=None, on_error="abort",
+                          retries=0, max_in_flight=None, grace=5.0)
+    s = sup._Supervisor(identity, iter(()), options)
+    s.spawn()
+    s.spawn()
+    procs = [w.proc for w in s.workers]
+    t0 = time.monotonic()
+    s.stop_all(orderly=True)
+    took = time.monotonic() - t0
+    assert [p.exitcode for p in procs] == [-signal.SIGTERM] * 2 and took < STARTING_STOP, (took, procs)
+
+
+@pytest.mark.timeout(30)
+def test_the_run_timeout_counts_from_the_reported_clock_start():
+    """Breaks if the report's clock_start is dropped or is not when run() began counting: the lab times every
+    timeout from it (experiments/lab/harness.py)."""
+    before = time.monotonic()
+    with pytest.raises(RunFailed) as e:
+        sup.run(sleep_for, [30], workers=1, timeout=0.5)
+    after = time.monotonic()
+    start = e.value.report.clock_start
+    assert start is not None and before <= start <= after - 0.5, (before, start, after)
+
+
 @pytest.mark.timeout(30)
 def test_rule5_remaining_is_exactly_what_is_left():
     """Breaks if remaining() misses the items never pulled or repeats done ones."""
