@@ -7,7 +7,7 @@ import pytest
 from experiments.expect import DASK_KILLED, PROMPT, Expect, check, expected_for, params
 from experiments.lab.harness import run_scenario
 from experiments.lab.scenarios import worker_crash, worker_killed
-from experiments.test_peer_libraries import BILLIARD_DEATH, BILLIARD_LOST_WAIT, MPIRE_STOP
+from experiments.test_peer_libraries import BILLIARD_DEATH, BILLIARD_LOST_ACK_RACE, BILLIARD_LOST_WAIT, MPIRE_STOP
 
 BROKEN = "A process in the process pool was terminated abruptly"
 
@@ -32,7 +32,7 @@ def _died(exitcode=None, dask=None):
                              why="mpire's 0.1 s death watch fails every pending task with RuntimeError('Worker-N died "
                                  "unexpectedly'): no item, no exit code, no mention of OOM"),
         "billiard_pool": Expect("raised", "worker_died", culprit=True, exitcode=exitcode, detect_min=BILLIARD_LOST_WAIT,
-                                detect_max=BILLIARD_DEATH,
+                                detect_max=BILLIARD_DEATH, race=BILLIARD_LOST_ACK_RACE,
                                 why="WorkerLostError on the task the worker had taken, naming the signal, once "
                                     "lost_worker_timeout has passed (1 s here; billiard's default is 10 s)"),
     }

@@ -130,3 +130,18 @@ def test_the_end_of_run_table_says_what_happened_in_words():
     assert "recovered: task re-ran" in lines["dask_distributed"]
     assert "HANGS (watchdog)" in lines["pool"] and lines["pool"].rstrip().endswith("2")
     assert "raised worker_died" in lines["supervisor"] and "7 ms" in lines["supervisor"] and "yes" in lines["supervisor"]
+
+
+def test_a_known_race_is_accepted_only_with_its_marker(monkeypatch):
+    """Expect.race: the alternative row applies when the design wrote the marker, and only then."""
+    for name in ("LAB_OBSERVATIONS", "LAB_RECORD"):  # made-up outcomes stay out of the end-of-run tables
+        monkeypatch.delenv(name, raising=False)
+    def outcome(stderr):
+        return harness.Outcome(variant="pool", status="hung", result=None, fault_t=None, detect_latency=None,
+                               stop_latency=None, exit_latency=None, lingered=False, left_running=["1 worker"],
+                               orphans_exit_latency=None, peak_children_mb=None, memory_trace=[], stdout="",
+                               stderr=stderr)
+    row = expect.Expect("raised", "worker_died", race=("lost a task", expect.Expect("hung", left_running=True)))
+    expect.check(outcome("pool: lost a task (job 3)\n"), row)
+    with pytest.raises(AssertionError, match="status"):
+        expect.check(outcome("some other hang\n"), row)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -59,6 +60,17 @@ STATUS = re.compile(r"Worker exited prematurely: (?:signal (\d+)|exitcode (\d+))
 # SIGTERM once more. A worker already on its way out dies at once (billiard's handler reset SIGTERM to its
 # default); one that ignores SIGTERM is still waited for forever, as billiard does (the hang rows).
 RESEND_AFTER = 1.0
+# billiard can lose a task forever. Its Supervisor thread, finding a worker exited, marks lost only the jobs
+# whose ACK (sent by the worker as it takes the job) its result thread has already read; it never looks at
+# that worker again. When the worker dies right after its ACK (a job that segfaults or exits on its first
+# line) and the Supervisor's pass lands before the result thread reads the ACK, the ACK is read later,
+# names a worker already cleaned up, and the job stays pending: run() waits forever (Pool._join_exited_workers,
+# billiard 4.2). Seen once in CI on 3.11 (SegfaultAt). The variant does not repair it (a user of billiard gets
+# the hang), it says so: every LOST_ACK_CHECK seconds it looks for a pending job ACKed by a worker that is no
+# longer in the pool and not marked lost, and when one is seen on two checks in a row (the Supervisor removes
+# a worker and marks its jobs in one pass, milliseconds apart) it writes LOST_ACK to stderr, once.
+LOST_ACK_CHECK = 0.5
+LOST_ACK = "billiard lost a task: its worker died right after taking it"
 
 
 def unwrap(einfo: Any) -> BaseException:
@@ -106,6 +118,26 @@ def terminate(pool: Any) -> None:
         thread.join(RESEND_AFTER)  # it only sends signals: returns at once once `finished` is set
 
 
+def lost_acks(pool: Any) -> set[int]:
+    """Job ids billiard will never settle: ACKed by a worker already removed from the pool, not marked lost."""
+    alive = {w.pid for w in list(pool._pool)}
+    return {job._job for job in list(pool._cache.values())
+            if getattr(job, "_worker_pid", None) not in (None, *alive)
+            and getattr(job, "_worker_lost", None) is None and not job.ready()}
+
+
+def watch_lost_acks(pool: Any, done: threading.Event) -> None:
+    """Write LOST_ACK to stderr once when a job stays in the ``lost_acks`` state over two checks."""
+    seen: set[int] = set()
+    while not done.wait(LOST_ACK_CHECK):
+        now = lost_acks(pool)
+        if now & seen:
+            jobs = ", ".join(f"job {j}" for j in sorted(now & seen))
+            print(f"{NAME}: {LOST_ACK} ({jobs}); billiard waits for it forever", file=sys.stderr, flush=True)
+            return
+        seen = now
+
+
 def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
         on_result: Callable[[Any, Any], Any] | None = None, timeout: float | None = None,
         task_timeout: float | None = None, max_in_flight: int | None = None,
@@ -148,5 +180,16 @@ def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
         pool.close()
         pool.join()
 
-    return drive(NAME, submit, items, on_result, timeout, max_in_flight or 2 * workers, classify,
-                 stop=lambda: terminate(pool), close=close)
+    def stop() -> None:
+        done.set()  # terminate() removes workers whose jobs stay pending: not the race the watch looks for
+        terminate(pool)
+
+    done = threading.Event()
+    watch = threading.Thread(target=watch_lost_acks, args=(pool, done), name="billiard-lost-ack-watch", daemon=True)
+    watch.start()
+    try:
+        return drive(NAME, submit, items, on_result, timeout, max_in_flight or 2 * workers, classify,
+                     stop=stop, close=close)
+    finally:
+        done.set()
+        watch.join(LOST_ACK_CHECK)  # wakes at once on `done`
