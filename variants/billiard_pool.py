@@ -65,7 +65,7 @@ RESEND_AFTER = 1.0
 # that worker again. When the worker dies right after its ACK (a job that segfaults or exits on its first
 # line) and the Supervisor's pass lands before the result thread reads the ACK, the ACK is read later,
 # names a worker already cleaned up, and the job stays pending: run() waits forever (Pool._join_exited_workers,
-# billiard 4.2). Seen once in CI on 3.11 (SegfaultAt). The variant does not repair it (a user of billiard gets
+# billiard 4.3.2). Seen once in CI on 3.11 (SegfaultAt). The variant does not repair it (a user of billiard gets
 # the hang), it says so: every LOST_ACK_CHECK seconds it looks for a pending job ACKed by a worker that is no
 # longer in the pool and not marked lost, and when one is seen on two checks in a row (the Supervisor removes
 # a worker and marks its jobs in one pass, milliseconds apart) it writes LOST_ACK to stderr, once.
