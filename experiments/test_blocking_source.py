@@ -16,8 +16,11 @@ from experiments.test_peer_libraries import BILLIARD_DEATH
 # The source blocks SOURCE_BLOCK (3 s) per item; the kill lands while it is blocked. Noticed "at the next item" means
 # after some part of that block: more than BLOCKED_MIN, which is far above any event-driven detection.
 BLOCKED_MIN = 0.3
-# The supervisor's bound here: measured 5-15 ms; 50 ms (the goal) is 3x that on a loaded machine.
-SUPERVISOR_MAX = 0.05
+# The supervisor's bound here. Measured 5-27 ms on an idle machine; 52 ms once in CI on 3.11 beside the other xdist
+# worker (0a32797), so the 50 ms is a figure for the bench (results/), not a bound for a loaded suite. 0.2 s is
+# 4x that CI figure and still below BLOCKED_MIN: the regression this row guards, noticing the death only when the
+# source yields, cannot come in under it.
+SUPERVISOR_MAX = 0.2
 
 EXPECTED = {
     "pool": Expect("hung", left_running=True, why="the lost task never calls back"),
