@@ -465,7 +465,9 @@ def durations_text(raw: dict[str, Any]) -> str:
     suite = raw.get(SUITE)
     if suite:
         st = suite["stamp"]
-        parts.append(f"`python -m pytest` took {suite['seconds'] / 60:.1f} min ({suite['passed']} passed, "
+        # The same command runs the Dask rows only where distributed is installed (`.[dev,dask]`), minutes more.
+        extras = " with the `dask` extra installed" if "distributed" in st.get("packages", {}) else ""
+        parts.append(f"`python -m pytest`{extras} took {suite['seconds'] / 60:.1f} min ({suite['passed']} passed, "
                      f"{suite['skipped']} skipped, {suite['workers']} xdist worker(s); {st['implementation']} "
                      f"{st['python']}, {st['cpus']} CPUs; {st['date']}, commit `{st['git_commit'][:10]}`"
                      f"{' (dirty)' if st['git_dirty'] else ''})")
