@@ -26,7 +26,7 @@ TASK_TIMEOUT = 1.5  # for designs that have one: a fetch that never answers is c
 WATCHDOG = 8.0  # over the slowest design that does detect (the article's monitor, at its 5 s poll) + slack
 # "huge": the fault is the OOM kill, and the run's timeout only a backstop. In a suite run on a slower machine
 # billiard (its lost-worker wait) and Dask (KilledWorker after its retries) had not reported the death when
-# the 4 s run timeout fired; with 10 s both reported it there. The watchdog stays 4 s over the timeout.
+# the 4 s run timeout fired; with 10 s both reported it there.
 HUGE_RUN_TIMEOUT = 10.0
 # Dask reports the OOM only as KilledWorker, after the item has killed four workers and the nanny has restarted
 # each: its timeout ran out first once in CI on 3.12 (KilledWorker logged, then the 10 s timeout). It gets the
