@@ -48,7 +48,7 @@ BILLIARD_DEATH = BILLIARD_SUPERVISOR_PERIOD + BILLIARD_LOST_WAIT + BILLIARD_STOP
 # billiard's lost-ACK race (variants/billiard_pool.py, LOST_ACK): a worker that dies right after taking its
 # task can leave that task pending forever. Rare (once in CI, 0 in 73 runs here, up to 6 at a time); the variant names it on
 # stderr when it happens, and a run that carries that marker must be this hang, nothing else.
-BILLIARD_LOST_ACK_RACE = (LOST_ACK, Expect(
+BILLIARD_LOST_ACK_RACE = ((re.escape(LOST_ACK),), Expect(
     "hung", left_running=True, why="billiard's lost-ACK race: the dead worker's ACK was read after billiard had "
                                    "cleaned the worker up, so its task is never failed and run() waits forever"))
 

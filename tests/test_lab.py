@@ -141,7 +141,39 @@ def test_a_known_race_is_accepted_only_with_its_marker(monkeypatch):
                                stop_latency=None, exit_latency=None, lingered=False, left_running=["1 worker"],
                                orphans_exit_latency=None, peak_children_mb=None, memory_trace=[], stdout="",
                                stderr=stderr)
-    row = expect.Expect("raised", "worker_died", race=("lost a task", expect.Expect("hung", left_running=True)))
+    row = expect.Expect("raised", "worker_died", race=(("lost a task",), expect.Expect("hung", left_running=True)))
     expect.check(outcome("pool: lost a task (job 3)\n"), row)
     with pytest.raises(AssertionError, match="status"):
         expect.check(outcome("some other hang\n"), row)
+
+
+# The two threads of the hang CI saw on 3.12 (faulthandler's dump, paths shortened).
+POOL_TASK_HANDLER = (
+    'Thread 0x00007f23066396c0 (most recent call first):\n'
+    '  File "/py/lib/python3.12/multiprocessing/synchronize.py", line 95 in __enter__\n'
+    '  File "/py/lib/python3.12/multiprocessing/queues.py", line 393 in put\n'
+    '  File "/py/lib/python3.12/multiprocessing/pool.py", line 562 in _handle_tasks\n'
+    '  File "/py/lib/python3.12/threading.py", line 1010 in run\n')
+POOL_TERMINATE = (
+    'Current thread 0x00007f2308ac8b80 (most recent call first):\n'
+    '  File "/py/lib/python3.12/threading.py", line 1167 in _wait_for_tstate_lock\n'
+    '  File "/py/lib/python3.12/threading.py", line 1147 in join\n'
+    '  File "/py/lib/python3.12/multiprocessing/pool.py", line 720 in _terminate_pool\n'
+    '  File "/py/lib/python3.12/multiprocessing/util.py", line 224 in __call__\n')
+
+
+def test_pools_terminate_deadlock_is_accepted_only_on_both_threads_evidence(monkeypatch):
+    """expect.DESIGN_RACES: any pool row may turn into cpython#96995's hang, but only with both stuck threads."""
+    for name in ("LAB_OBSERVATIONS", "LAB_RECORD"):
+        monkeypatch.delenv(name, raising=False)
+    def outcome(variant, stderr):
+        return harness.Outcome(variant=variant, status="hung", result=None, fault_t=None, detect_latency=None,
+                               stop_latency=None, exit_latency=None, lingered=False, left_running=["1 tracker"],
+                               orphans_exit_latency=None, peak_children_mb=None, memory_trace=[], stdout="",
+                               stderr=stderr)
+    row = expect.Expect("raised", "worker_error", culprit=True)
+    expect.check(outcome("pool", POOL_TASK_HANDLER + "\n" + POOL_TERMINATE), row)
+    for variant, stderr in (("pool", POOL_TASK_HANDLER), ("pool", POOL_TERMINATE),
+                            ("billiard_pool", POOL_TASK_HANDLER + "\n" + POOL_TERMINATE)):
+        with pytest.raises(AssertionError, match="status"):
+            expect.check(outcome(variant, stderr), row)

@@ -20,6 +20,11 @@ Why it breaks:
   which blames no one). CPython documents this: https://github.com/python/cpython/issues/66587
 - ``on_result`` runs in the pool's result-handler thread: if it raises, that thread dies and no
   further result is ever delivered, so the main process waits forever here too.
+- ``terminate()`` (the ``with`` block's exit) can itself hang, whatever ended the run: it SIGTERMs
+  the workers while its task-handler thread may still have to put the last message on the result
+  queue, whose lock a worker killed mid-send holds forever; it then joins that thread forever
+  (https://github.com/python/cpython/issues/96995; rare, accepted by the experiments only on the
+  stack dump's evidence: experiments/expect.py, POOL_TERMINATE_DEADLOCK).
 
 Fixed by: ``variants.supervisor`` (process sentinels name the dead worker and its item).
 """
