@@ -177,3 +177,15 @@ def test_pools_terminate_deadlock_is_accepted_only_on_both_threads_evidence(monk
                             ("billiard_pool", POOL_TASK_HANDLER + "\n" + POOL_TERMINATE)):
         with pytest.raises(AssertionError, match="status"):
             expect.check(outcome(variant, stderr), row)
+
+
+@pytest.mark.timeout(60)
+def test_a_kill_waits_for_its_cue():
+    """kill_cue: the worker on the named item is killed only once the cue is in the event log, never before."""
+    job = {"type": "Workload", "n": 10, "delay": 0.3}
+    waited = harness.run_scenario("supervisor", job=job, items=4, run_kwargs={"workers": 2}, kill_worker_on_item=1,
+                                  kill_cue="an event no one stamps", watchdog=15)
+    assert waited.status == "returned" and waited.fault_t is None, waited.stderr[-2000:]
+    cued = harness.run_scenario("supervisor", job=job, items=4, run_kwargs={"workers": 2}, kill_worker_on_item=1,
+                                kill_cue="start", watchdog=15)
+    assert cued.status == "raised" and cued.kind == "worker_died" and cued.item == 1, cued.stderr[-2000:]

@@ -175,7 +175,8 @@ def run_scenario(variant: str, *, job: dict[str, Any] | None = None, items: int 
                  items_raise_at: int | None = None, on_result: dict[str, Any] | None = None,
                  run_kwargs: dict[str, Any] | None = None, resume_items: list[Any] | None = None,
                  watchdog: float = 30.0, fault_clock: str = "event",
-                 kill_worker_on_item: Any = None, kill_runner_after_starts: int | None = None,
+                 kill_worker_on_item: Any = None, kill_cue: str | None = None,
+                 kill_runner_after_starts: int | None = None,
                  sigint_after_starts: int | None = None, orphan_watch: float = LEFTOVER_GRACE,
                  sample_memory: bool = False, python: str | None = None,
                  items_spec: dict[str, Any] | None = None, run_cgroup: dict[str, int] | None = None,
@@ -189,7 +190,9 @@ def run_scenario(variant: str, *, job: dict[str, Any] | None = None, items: int 
     (``{"limit_mb": .., "ballast_mb": ..}``) runs the whole run, runner included, in one memory cgroup, the
     runner holding ``ballast_mb`` of its own (see ``runner._enter_run_cgroup``). The watchdog gets the
     variant's ``START_ALLOWANCE``, unless ``stop_allowance`` is false its ``STOP_ALLOWANCE``, and with
-    ``repeated_death`` its ``RETRY_ALLOWANCE``.
+    ``repeated_death`` its ``RETRY_ALLOWANCE``. ``kill_cue``: ``kill_worker_on_item`` waits until the run's event
+    log also holds an event of that name (``"source_blocks"``: the items source has begun to block), so the
+    kill lands in the setting the scenario is about, however the run's threads were scheduled.
     """
     run_kwargs = dict(run_kwargs or {})
     watchdog = watchdog_for(variant, watchdog, stop_allowance=stop_allowance, repeated_death=repeated_death)
@@ -203,7 +206,7 @@ def run_scenario(variant: str, *, job: dict[str, Any] | None = None, items: int 
         with open(stderr_path, "w+") as stderr_file:
             return _observe(Watch(
                 variant=variant, spec=spec, tmp=tmp, events=events, stderr_file=stderr_file, run_kwargs=run_kwargs,
-                watchdog=watchdog, fault_clock=fault_clock, kill_worker_on_item=kill_worker_on_item,
+                watchdog=watchdog, fault_clock=fault_clock, kill_worker_on_item=kill_worker_on_item, kill_cue=kill_cue,
                 kill_runner_after_starts=kill_runner_after_starts, sigint_after_starts=sigint_after_starts,
                 orphan_watch=orphan_watch, sample_memory=sample_memory, python=python or sys.executable))
 
@@ -221,6 +224,7 @@ class Watch:
     watchdog: float  # seconds, start-up allowance included
     fault_clock: str  # "event" | "deadline" | "task_deadline" (see run_scenario)
     kill_worker_on_item: Any = None  # SIGKILL the worker that stamps `start` for this item
+    kill_cue: str | None = None  # ... once an event of this name is in the log too (see run_scenario)
     kill_runner_after_starts: int | None = None  # SIGKILL the runner once this many items started
     sigint_after_starts: int | None = None  # SIGINT the run's process group once this many items started
     orphan_watch: float = LEFTOVER_GRACE
@@ -378,8 +382,11 @@ def _act(proc: subprocess.Popen, w: Watch) -> tuple[bool, float | None, float | 
         w.kill_worker_on_item, w.kill_runner_after_starts, w.sigint_after_starts)
     if kill_worker_on_item is None and kill_runner_after_starts is None and sigint_after_starts is None:
         return True, None, None
-    starts = [e for e in read_events(w.events) if e["ev"] == "start"]
+    events = read_events(w.events)
+    starts = [e for e in events if e["ev"] == "start"]
     if kill_worker_on_item is not None:
+        if w.kill_cue is not None and not any(e["ev"] == w.kill_cue for e in events):
+            return False, None, None
         for e in starts:
             if e["item"] == kill_worker_on_item:
                 t = time.monotonic()

@@ -304,6 +304,7 @@ class RaisingItems:
 
         for i in range(self.count):
             if self.slow_from is not None and i >= self.slow_from:
+                stamp(self.events, "source_blocks", i, where="items")  # a cue: see harness.run_scenario
                 time.sleep(self.slow_seconds)  # the source itself is slow: this is the fault's setting
             if i == self.raise_at:
                 stamp(self.events, "fault", i, where="items")

@@ -202,9 +202,11 @@ SOURCE_BLOCK = 3.0
 def blocking_source(workers: int = 4, n: int = SMALL_N) -> Scenario:
     # The items come from a slow source (a paginated API: SOURCE_BLOCK s per item after the first `workers`), and
     # meanwhile the worker busy on item 1 is SIGKILLed from outside. Noticed at once, or when the
-    # source next yields?
+    # source next yields? The kill waits for the source's own cue that it has begun to block: without it, a
+    # loaded machine once let the kill land before (CI on 3.12: callback_monitor's next submit raised 117 ms later).
     return _s("blocking_source", workers, "a worker is SIGKILLed while the items source blocks", fault_item=1,
               job={"type": "Workload", "n": n, "delay": 0.5}, items=workers + 2, kill_worker_on_item=1,
+              kill_cue="source_blocks",
               items_spec={"slow_from": workers, "slow_seconds": SOURCE_BLOCK}, watchdog=12)
 
 
