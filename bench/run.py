@@ -326,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS), help="output folder (default: results/)")
     ap.add_argument("--render-only", action="store_true", help="rebuild charts and tables from OUT/raw only")
     ap.add_argument("--jobs", type=int, default=2, choices=(1, 2),
-                    help="runs at a time in the fault sweeps (matrix, latency), whose runs mostly wait; stamped. "
+                    help="runs at a time in the fault sweeps (matrix, latency), whose runs mostly wait (with --quick, in "
+                         "every sweep); stamped. "
                          "Default 2, and more while the CPU is idle (a 2-core machine's full run in well under half "
                          "the time); 1: every figure measured alone")
     args = ap.parse_args(argv)
