@@ -102,9 +102,12 @@ class Plan:
             return cls(False, variants, sweeps, matrix_scenarios=list(SCENARIOS), jobs=jobs)
         # --quick: every sweep and chart exercised at one or two points, small (CI runs it on the README's
         # install; the goal is under 2 minutes there). Its figures check the machinery, they are not results.
+        # Its runs are CPU-bound on 2 cores (spawns and imports): overlapping the memory sweeps too saved nothing
+        # measurable (112 s against 116 s), so it is made smaller instead: a trace of 10 article tasks, not 30
+        # (8 trace runs took 33 s of its ~2 minutes).
         return cls(True, variants, sweeps, reps=1, jobs=jobs, matrix_scenarios=["worker_killed", "callback_raises"],
                    workers=(2, 4), payloads=(10**4,), task_counts=(50,), task_counts_n=1000, payload_items=10,
-                   trace_items=30, overhead_tasks=500, overhead_rounds=1, article_sweep=False, continue_reps=1)
+                   trace_items=10, overhead_tasks=500, overhead_rounds=1, article_sweep=False, continue_reps=1)
 
 
 SWEEPS = report.SWEEPS
@@ -326,8 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS), help="output folder (default: results/)")
     ap.add_argument("--render-only", action="store_true", help="rebuild charts and tables from OUT/raw only")
     ap.add_argument("--jobs", type=int, default=2, choices=(1, 2),
-                    help="runs at a time in the fault sweeps (matrix, latency), whose runs mostly wait (with --quick, in "
-                         "every sweep); stamped. "
+                    help="runs at a time in the fault sweeps (matrix, latency), whose runs mostly wait; stamped. "
                          "Default 2, and more while the CPU is idle (a 2-core machine's full run in well under half "
                          "the time); 1: every figure measured alone")
     args = ap.parse_args(argv)
@@ -356,8 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         (tmp / "raw").mkdir()
         todo = jobs_for(plan)
         bar = tqdm(total=len(todo), unit="run", desc="bench", dynamic_ncols=True, file=sys.stderr)
-        for sweep, rec in measure(todo, plan.jobs, bar, seconds, measured, most,
-                                  overlappable=QUICK_OVERLAPPABLE if plan.quick else OVERLAPPABLE):
+        for sweep, rec in measure(todo, plan.jobs, bar, seconds, measured, most):
             by_sweep[sweep].append(rec)
         if "overhead" in sweeps:
             bar.write("bench: overhead (pytest-benchmark)")
@@ -394,13 +395,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # Sweeps whose runs mostly wait (sleeps, polls, hangs until the watchdog): with --jobs 2 two of them run at
-# a time, and more while the machine is idle (Admission). In full mode the memory sweeps (peak RSS, a sampled
-# trace) and the continue-mode timing run one at a time, and the overhead timing always runs alone.
+# a time, and more while the machine is idle (Admission). The memory sweeps (peak RSS, a sampled trace) and
+# the overhead timing always run alone.
 OVERLAPPABLE = ("matrix", "latency_workers", "latency_payload")
-# --quick checks the machinery, its figures are not results: every sweep overlaps there (the memory sweeps
-# alone took 55 of the 125 s CI measured on the README's install, one run at a time). A peak RSS is the
-# process's own either way; only the latencies and the trace's time axis stretch with a shared CPU.
-QUICK_OVERLAPPABLE = OVERLAPPABLE + ("memory_tasks", "memory_payload", "memory_trace", "continue_timeout")
 # Of the fault sweeps' run time, 46% is spent more than 3 s into a run (1474 run-seconds in the full run of
 # 2799d3a, 675 of them past 3 s): a hang waiting for its watchdog, billiard's terminate() sleeping, Dask closing
 # its cluster. Such a run leaves a core idle. Beyond ``jobs`` runs, one more is admitted, up to EXTRA_RUNS more,
@@ -445,20 +442,19 @@ class Admission:
 
 
 def measure(todo: list[Any], jobs: int, bar: Any, seconds: dict[str, float],
-            results: dict[int, dict[str, Any]], most: dict[str, int] | None = None,
-            overlappable: tuple[str, ...] = OVERLAPPABLE) -> list[tuple[str, dict[str, Any]]]:
+            results: dict[int, dict[str, Any]], most: dict[str, int] | None = None) -> list[tuple[str, dict[str, Any]]]:
     """Every run of the plan into ``results`` (by position: the caller keeps what was measured if a run
     fails), returned in the plan's order. First repetitions before later ones, so a hang proven at
-    repetition 0 spares the later repetitions of its point; with ``jobs`` > 1 the runs of the
-    ``overlappable`` sweeps go ``jobs`` at a time (more while the CPU is idle: ``Admission``; the most at
-    once goes into ``most["runs"]``), everything else one at a time."""
+    repetition 0 spares the later repetitions of its point; with ``jobs`` > 1 the overlappable sweeps'
+    runs go ``jobs`` at a time (more while the CPU is idle: ``Admission``; the most at once goes into
+    ``most["runs"]``), everything else one at a time."""
     proven_hung: dict[tuple[Any, ...], dict[str, Any]] = {}
     lock = threading.Lock()
     admission = Admission(jobs, EXTRA_RUNS)
 
     def one(i: int) -> None:
         job = todo[i]
-        with admission if jobs > 1 and job[0] in overlappable else contextlib.nullcontext():
+        with admission if jobs > 1 and job[0] in OVERLAPPABLE else contextlib.nullcontext():
             t = time.monotonic()
             rec = run_one(job, proven_hung)
             with lock:
@@ -467,9 +463,9 @@ def measure(todo: list[Any], jobs: int, bar: Any, seconds: dict[str, float],
         bar.set_postfix_str(f"{job[0]} {job[1].name} {job[2]} w={job[3]}", refresh=False)
         bar.update()
 
-    phases = [[i for i, j in enumerate(todo) if j[0] in overlappable and j[5] == 0],
-              [i for i, j in enumerate(todo) if j[0] in overlappable and j[5] > 0],
-              [i for i, j in enumerate(todo) if j[0] not in overlappable]]
+    phases = [[i for i, j in enumerate(todo) if j[0] in OVERLAPPABLE and j[5] == 0],
+              [i for i, j in enumerate(todo) if j[0] in OVERLAPPABLE and j[5] > 0],
+              [i for i, j in enumerate(todo) if j[0] not in OVERLAPPABLE]]
     for n, phase in enumerate(phases):
         if jobs > 1 and n < 2:
             with ThreadPoolExecutor(jobs + EXTRA_RUNS, thread_name_prefix="bench-lane") as lanes:
