@@ -132,19 +132,26 @@ def test_the_end_of_run_table_says_what_happened_in_words():
     assert "raised worker_died" in lines["supervisor"] and "7 ms" in lines["supervisor"] and "yes" in lines["supervisor"]
 
 
-def test_a_known_race_is_accepted_only_with_its_marker(monkeypatch):
-    """Expect.race: the alternative row applies when the design wrote the marker, and only then."""
-    for name in ("LAB_OBSERVATIONS", "LAB_RECORD"):  # made-up outcomes stay out of the end-of-run tables
+@pytest.fixture
+def made_up_outcomes(monkeypatch):
+    """Hung outcomes made up for expect.check, kept out of the end-of-run tables: ``made_up(variant, stderr)``."""
+    for name in ("LAB_OBSERVATIONS", "LAB_RECORD"):
         monkeypatch.delenv(name, raising=False)
-    def outcome(stderr):
-        return harness.Outcome(variant="pool", status="hung", result=None, fault_t=None, detect_latency=None,
+
+    def made_up(variant, stderr):
+        return harness.Outcome(variant=variant, status="hung", result=None, fault_t=None, detect_latency=None,
                                stop_latency=None, exit_latency=None, lingered=False, left_running=["1 worker"],
                                orphans_exit_latency=None, peak_children_mb=None, memory_trace=[], stdout="",
                                stderr=stderr)
+    return made_up
+
+
+def test_a_known_race_is_accepted_only_with_its_marker(made_up_outcomes):
+    """Expect.race: the alternative row applies when the design wrote the marker, and only then."""
     row = expect.Expect("raised", "worker_died", race=(("lost a task",), expect.Expect("hung", left_running=True)))
-    expect.check(outcome("pool: lost a task (job 3)\n"), row)
+    expect.check(made_up_outcomes("billiard_pool", "billiard: lost a task (job 3)\n"), row)
     with pytest.raises(AssertionError, match="status"):
-        expect.check(outcome("some other hang\n"), row)
+        expect.check(made_up_outcomes("billiard_pool", "some other hang\n"), row)
 
 
 # The two threads of the hang CI saw on 3.12 (faulthandler's dump, paths shortened).
@@ -162,21 +169,14 @@ POOL_TERMINATE = (
     '  File "/py/lib/python3.12/multiprocessing/util.py", line 224 in __call__\n')
 
 
-def test_pools_terminate_deadlock_is_accepted_only_on_both_threads_evidence(monkeypatch):
+def test_pools_terminate_deadlock_is_accepted_only_on_both_threads_evidence(made_up_outcomes):
     """expect.DESIGN_RACES: any pool row may turn into cpython#96995's hang, but only with both stuck threads."""
-    for name in ("LAB_OBSERVATIONS", "LAB_RECORD"):
-        monkeypatch.delenv(name, raising=False)
-    def outcome(variant, stderr):
-        return harness.Outcome(variant=variant, status="hung", result=None, fault_t=None, detect_latency=None,
-                               stop_latency=None, exit_latency=None, lingered=False, left_running=["1 tracker"],
-                               orphans_exit_latency=None, peak_children_mb=None, memory_trace=[], stdout="",
-                               stderr=stderr)
     row = expect.Expect("raised", "worker_error", culprit=True)
-    expect.check(outcome("pool", POOL_TASK_HANDLER + "\n" + POOL_TERMINATE), row)
+    expect.check(made_up_outcomes("pool", POOL_TASK_HANDLER + "\n" + POOL_TERMINATE), row)
     for variant, stderr in (("pool", POOL_TASK_HANDLER), ("pool", POOL_TERMINATE),
                             ("billiard_pool", POOL_TASK_HANDLER + "\n" + POOL_TERMINATE)):
         with pytest.raises(AssertionError, match="status"):
-            expect.check(outcome(variant, stderr), row)
+            expect.check(made_up_outcomes(variant, stderr), row)
 
 
 @pytest.mark.timeout(60)
