@@ -36,6 +36,10 @@ PROMPT = 1.0
 POLL = 5.0
 # Slack on top of a poll or a grace period: thread wake-up, SIGTERM delivery, process reaping.
 SLACK = 1.5
+# The spawn start-up of 4 workers, where a design cannot be noticed to fail before its last worker is up (the
+# plain executors spawn workers on demand, so a slow start delays the waves of tasks behind it): ~0.4 s on an
+# idle 2-core machine, 2.1 s measured in CI on 3.12 beside the other xdist worker. 2 s on top of PROMPT.
+SPAWN_UP = 2.0
 # dask_distributed raises only after closing its LocalCluster: 1-2 s measured when every task can end,
 # ~16 s when one hangs (client.close and cluster.close each wait up to their 10 s limit). 25 s bounds both.
 DASK_STOP = 25.0
@@ -165,7 +169,10 @@ def record(o: Outcome, e: Expect, *, fault_item: Any = None) -> None:
            "nothing_left": (o.result or {}).get("unfinished") == [],
            # more than one start of the fault's item: the design re-ran it (recovery, not a missed fault)
            "fault_starts": None if fault_item is None else sum(
-               ev["ev"] == "start" and ev.get("item") == fault_item for ev in o.events)}
+               ev["ev"] == "start" and ev.get("item") == fault_item for ev in o.events),
+           # the row's time bounds, to see how close each measurement came to its limit (tools/margins.py)
+           "bounds": {k: getattr(e, k) for k in ("detect_min", "detect_max", "exit_min", "exit_max")
+                      if getattr(e, k) is not None}}
     for path in paths:
         with open(path, "a") as f:  # one write per line, O_APPEND: xdist workers never interleave
             f.write(json.dumps(row, default=repr) + "\n")

@@ -189,3 +189,13 @@ def test_a_kill_waits_for_its_cue():
     cued = harness.run_scenario("supervisor", job=job, items=4, run_kwargs={"workers": 2}, kill_worker_on_item=1,
                                 kill_cue="start", watchdog=15)
     assert cued.status == "raised" and cued.kind == "worker_died" and cued.item == 1, cued.stderr[-2000:]
+
+
+def test_margins_lists_the_measurement_nearest_its_bound_first():
+    """experiments/margins.py: the share of each bound used, upper bounds as value/bound, lower as bound/value."""
+    from experiments.margins import margins
+    rows = [{"test": "far", "detect": 1.0, "exit": None, "bounds": {"detect_max": 4.0, "exit_max": 1.0}},
+            {"test": "near", "detect": 2.7, "bounds": {"detect_max": 3.0, "detect_min": 0.9}},
+            {"test": "unbounded", "detect": 9.0}]
+    got = [(round(used, 2), test, name) for used, test, name, _, _ in margins(rows)]
+    assert got == [(0.9, "near", "detect_max"), (0.33, "near", "detect_min"), (0.25, "far", "detect_max")]
