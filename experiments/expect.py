@@ -38,7 +38,8 @@ POLL = 5.0
 SLACK = 1.5
 # The spawn start-up of 4 workers, where a design cannot be noticed to fail before its last worker is up (the
 # plain executors spawn workers on demand, so a slow start delays the waves of tasks behind it): ~0.4 s on an
-# idle 2-core machine, 2.1 s measured in CI on 3.12 beside the other xdist worker. 2 s on top of PROMPT.
+# idle 2-core machine, 2.1 s measured in CI on 3.12 beside the other xdist worker. 2 s: the rows that use it
+# add it to what they would allow without a slow start.
 SPAWN_UP = 2.0
 # dask_distributed raises only after closing its LocalCluster: 1-2 s measured when every task can end,
 # ~16 s when one hangs (client.close and cluster.close each wait up to their 10 s limit). 25 s bounds both.
@@ -170,7 +171,7 @@ def record(o: Outcome, e: Expect, *, fault_item: Any = None) -> None:
            # more than one start of the fault's item: the design re-ran it (recovery, not a missed fault)
            "fault_starts": None if fault_item is None else sum(
                ev["ev"] == "start" and ev.get("item") == fault_item for ev in o.events),
-           # the row's time bounds, to see how close each measurement came to its limit (tools/margins.py)
+           # the row's time bounds, to see how close each measurement came to its limit (experiments/margins.py)
            "bounds": {k: getattr(e, k) for k in ("detect_min", "detect_max", "exit_min", "exit_max")
                       if getattr(e, k) is not None}}
     for path in paths:
