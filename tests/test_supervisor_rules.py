@@ -272,6 +272,99 @@ def test_the_run_timeout_counts_from_the_reported_clock_start():
     assert start is not None and before <= start <= after - 0.5, (before, start, after)
 
 
+# Run in a process of its own: it lowers that process's file-descriptor limit. For each budget of free
+# descriptors from none to enough for the whole run, run() must either return or raise the OSError that
+# stopped it (with the report), leave no worker running, and leave no descriptor open: a stop that itself
+# needs a descriptor it cannot get, or a reader thread joined before it started, raised a different error
+# and left descriptors behind.
+FD_BUDGET_SCRIPT = """
+import gc, json, os, resource, sys
+import psutil
+import variants.supervisor as sup
+
+def open_fds():
+    gc.collect()  # unreachable pipes of a failed run are closed by their finalizers
+    return len(os.listdir("/proc/self/fd"))
+
+if __name__ == "__main__":
+    sup.run(abs, range(3), workers=1)  # starts multiprocessing's resource tracker, which stays: not a leak
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    before = open_fds()
+    seen = []
+    for budget in range(0, 25):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (before + budget, hard))
+        try:
+            got = ["returned", sup.run(abs, range(40), workers=4).completed]
+        except BaseException as e:
+            got = [type(e).__name__, getattr(e, "errno", None), getattr(e, "report", None) is not None]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        left = [p.pid for p in psutil.Process().children(recursive=True) if "resource_tracker" not in " ".join(p.cmdline())]
+        seen.append({"budget": budget, "got": got, "left": left, "fds": open_fds() - before})
+    print(json.dumps(seen))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_rule4_no_file_descriptor_left_raises_that_error_and_leaves_nothing(tmp_path):
+    """Breaks if a run that cannot get a file descriptor (a pipe, a worker, /proc for the stop) raises anything
+    but that OSError with the report, or leaves a worker or a descriptor behind."""
+    import errno
+    import subprocess
+
+    script = tmp_path / "fd_budget.py"
+    script.write_text(FD_BUDGET_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(__file__)),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=100, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.splitlines()[-1])
+    for row in seen:
+        assert row["got"] in (["returned", 40], ["OSError", errno.EMFILE, True]), row
+        assert row["left"] == [] and row["fds"] == 0, row
+    assert seen[0]["got"][0] == "OSError" and seen[-1]["got"] == ["returned", 40], seen  # both cases were met
+
+
+@pytest.mark.timeout(30)
+def test_rule4_a_stop_that_cannot_read_proc_still_stops_every_worker(monkeypatch):
+    """Breaks if the stop's listing of the jobs' processes (/proc) raising, as it does with no file descriptor
+    left, replaces the run's own error or keeps the stop from its workers' SIGKILL."""
+    import errno
+
+    from variants.supervisor import _family
+
+    def no_descriptor_left(path):
+        raise OSError(errno.EMFILE, "Too many open files", path)
+
+    monkeypatch.setattr(_family.os, "listdir", no_descriptor_left)
+    with pytest.raises(RunFailed) as e:
+        sup.run(raise_on_three, range(40), workers=2)
+    assert e.value.kind == "worker_error" and multiprocessing.active_children() == [], e.value
+
+
+MAIN_WITHOUT_GUARD = """
+import variants.supervisor as sup
+sup.run(abs, range(3), workers=1)  # no `if __name__ == "__main__":` around it
+print("done")
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_main_module_without_the_main_guard_fails_with_multiprocessings_own_advice(tmp_path):
+    """Breaks if the error a newcomer meets first (run() at the top level of a spawned main module) reaches the
+    worker's stderr as something other than multiprocessing's own advice, or the parent does not fail fast
+    with worker_died: the worker re-imports the main module, whose run() cannot spawn there."""
+    import subprocess
+
+    script = tmp_path / "no_guard.py"
+    script.write_text(MAIN_WITHOUT_GUARD)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(__file__)),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=50, env=env)
+    assert done.returncode == 1 and "done" not in done.stdout, done
+    assert "RunFailed: worker_died: a worker could not start" in done.stderr, done.stderr[-3000:]
+    assert "freeze_support()" in done.stderr and "cannot join thread" not in done.stderr, done.stderr[-3000:]
+
+
 @pytest.mark.timeout(30)
 def test_rule5_remaining_is_exactly_what_is_left():
     """Breaks if remaining() misses the items never pulled or repeats done ones."""

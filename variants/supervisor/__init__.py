@@ -105,15 +105,17 @@ def exit_fd(proc: multiprocessing.process.BaseProcess) -> tuple[int, bool]:
 
 
 def reap(proc: multiprocessing.process.BaseProcess, limit: float) -> None:
-    """Wait (at most ``limit`` s) until the process has exited for good, and collect its exit code."""
-    if proc.exitcode is not None:
-        return
-    fd, owned = exit_fd(proc)
-    try:
-        wait([fd], limit)
-    finally:
-        if owned:
-            os.close(fd)
+    """Wait (at most ``limit`` s) until the process has exited for good, and collect its exit code.
+
+    Always through ``join``: reading ``exitcode`` alone reaps the process but leaves it in multiprocessing's
+    list of children, which keeps its pipe open until some later process starts."""
+    if proc.exitcode is None:
+        fd, owned = exit_fd(proc)
+        try:
+            wait([fd], limit)
+        finally:
+            if owned:
+                os.close(fd)
     proc.join(0)
 
 
@@ -201,7 +203,12 @@ class _Supervisor:
                                 args=(child_conn, self.job, os.getpid(), slot, self.opt.initializer,
                                       self.opt.initargs, address_space))
         self.spawned += 1
-        proc.start()
+        try:
+            proc.start()
+        except BaseException:  # no process (no file descriptor or memory left, or spawned before the main
+            parent_conn.close()  # module finished importing): the error leaves run() as it is, pipe closed
+            child_conn.close()
+            raise
         child_conn.close()  # ours is closed so that a dead worker shows as EOF on parent_conn
         self.workers.append(_Worker(proc, parent_conn, slot))
         if self.limit is not None:  # before it runs the initializer or a task: only interpreter start-up

@@ -32,9 +32,14 @@ def _stat(pid: int) -> tuple[int, int] | None:
 
 def descendants(*pids: int) -> list[Member]:
     """Every process below the given ones now (children, their children, ...), each with its start time.
-    One pass over /proc, however many pids."""
+    One pass over /proc, however many pids. None listed if /proc cannot be read (not Linux, or no file
+    descriptor left: the stop that calls this must still reach its workers' SIGKILL)."""
     children: dict[int, list[Member]] = {}
-    for name in os.listdir("/proc"):
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in names:
         if name.isdigit():
             st = _stat(int(name))
             if st is not None:

@@ -39,12 +39,13 @@ class Source:
         self.error: BaseException | None = None  # what next(items) raised: re-raised by the loop, unchanged
         self.stopped = False
         self.in_next = False  # the thread is inside next(items) now
-        self.wake_r, self.wake_w = os.pipe()
-        os.set_blocking(self.wake_w, False)
-        os.set_blocking(self.wake_r, False)
+        self.wake_r = self.wake_w = -1  # the wake-up pipe, made by start(): nothing here to close on a failure
         self.thread = threading.Thread(target=self._read, daemon=True, name="supervisor-items")
 
     def start(self) -> None:
+        self.wake_r, self.wake_w = os.pipe()  # OSError (no file descriptor left) leaves nothing open
+        os.set_blocking(self.wake_w, False)
+        os.set_blocking(self.wake_r, False)
         self.thread.start()
 
     def _read(self) -> None:
@@ -140,11 +141,19 @@ class Source:
         with self.cond:
             self.stopped = True
             self.cond.notify_all()
-        if not self.in_next:  # inside next(items) it cannot be stopped: it exits when that call returns
+        # Inside next(items) it cannot be stopped: it exits when that call returns. Never started (run()
+        # failed before reading, e.g. a worker could not be spawned): nothing to wait for.
+        if not self.in_next and self.thread.is_alive():
             self.thread.join(JOIN_LIMIT)
-        for fd in (self.wake_r, self.wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self.close()
         return _Rest(self.iterator, self.buffer, self.next_lock, recorded)
+
+    def close(self) -> None:
+        """Close the wake-up pipe, if start() made it."""
+        for fd in (self.wake_r, self.wake_w):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.wake_r = self.wake_w = -1
