@@ -55,32 +55,37 @@ class Source:
                     self.cond.wait()  # take() and stop() notify; no limit needed: both always come
                 if self.stopped:
                     return
-            with self.next_lock:  # held until the item is in the buffer: _Rest never sees it half-taken
-                if self.stopped:
-                    return
-                self.in_next = True
-                try:
-                    item = next(self.iterator)
-                except StopIteration:
-                    end = "exhausted"
-                except BaseException as e:  # noqa: BLE001  (the caller's error, handed to the loop as is)
-                    item, end = e, "error"
-                else:
-                    end = ""
-                finally:
-                    self.in_next = False
+                room = self.capacity - len(self.buffer)
+            # The room is filled in one run, the lock taken once for it (per item, the locks cost more than
+            # next() itself on tiny items). Held until each item is in the buffer: _Rest never sees one
+            # half-taken. Only this thread appends (deque.append is atomic) and stop() is checked per item.
+            end = ""
+            with self.next_lock:
+                for _ in range(room):
+                    if self.stopped:
+                        return
+                    self.in_next = True
+                    try:
+                        item = next(self.iterator)
+                    except StopIteration:
+                        end = "exhausted"
+                        break
+                    except BaseException as e:  # noqa: BLE001  (the caller's error, handed to the loop as is)
+                        item, end = e, "error"
+                        break
+                    finally:
+                        self.in_next = False
+                    self.buffer.append((self.read, item))
+                    self.read += 1
+                    if len(self.buffer) <= 1:  # it was empty: the loop may be waiting for it
+                        self._wake()
+            if end:
                 with self.cond:
                     if end == "exhausted":
                         self.exhausted = True
-                    elif end == "error":
-                        self.error = item
                     else:
-                        self.buffer.append((self.read, item))
-                        self.read += 1
-                    told = len(self.buffer) > 1 and not end  # the loop was woken when it stopped being empty
-            if not told:
+                        self.error = item
                 self._wake()
-            if end:
                 return
 
     def _wake(self) -> None:
