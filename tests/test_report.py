@@ -162,7 +162,7 @@ def test_a_throughput_figure_is_the_best_of_its_runs_within_the_repeat_budget(mo
 
     def fake(elapsed_and_done):
         seq = iter(elapsed_and_done)
-        return lambda contender, workers, seconds, tasks: dict(zip(("elapsed", "done"), next(seq)))
+        return lambda contender, workers, seconds, tasks: dict(zip(("elapsed", "done"), next(seq), strict=True))
 
     monkeypatch.setattr(throughput, "_time", fake([(0.4, 10), (0.3, 10), (0.5, 9), (0.1, 10)]))
     got = throughput._best("supervisor", 2, 0.0, 10)
