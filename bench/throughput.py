@@ -11,8 +11,9 @@ to ``REPEATS`` runs (see there), the same rule for every contender. The same pro
 one task that does nothing (``up``): that start-up and shutdown alone, which does not depend on the task
 duration; ``total - up`` is the time once the workers are up, compared with the ideal
 ``tasks x seconds / workers``, and with the nap's own measured duration (``nap``: ``time.sleep`` overshoots,
-by 14% for 1 ms on our machine, which no design can win back). The reference is ``ProcessPoolExecutor.map(chunksize=256)`` under spawn:
-the fastest plain way to run many tiny tasks, knowing nothing of faults.
+by 14% for 1 ms on our machine, which no design can win back). The reference is
+``ProcessPoolExecutor.map(chunksize=256)`` under spawn: the fastest plain way to run many tiny tasks, knowing
+nothing of faults.
 """
 
 from __future__ import annotations
