@@ -120,20 +120,25 @@ def test_tiny_tasks_a_death_loses_no_queued_item():
 
 # -- memory: in proportion to what is unfinished ------------------------------------------------------
 ITEM_BYTES = 2 << 20
-# 10x more 2 MiB items must not grow the parent's peak by more than a quarter (the bound): what
-# is in flight is the same; keeping each item would add 720 MiB between 40 and 400 items.
-GROWTH_MAX = 1.25
+WORKERS = 4
+# What the supervisor holds at once, by design: two items per worker while items this large go one at a
+# time (BATCH_BYTES), each kept in its fate until done: 8 items, 16 MiB. A peak is the maximum over a
+# run's moments, and a run ten times longer meets more moments where that whole window is held together
+# with a pickled copy on its way: the 400-item peak may exceed the 40-item one by up to the window, not
+# more (measured on 3.13 beside two CPU hogs: +7.4 MiB at worst, where a 25% ratio bound allowed 7.1 and
+# failed in CI). Keeping every item would add 720 MiB; keeping one in ten, 72 MiB: both fail this.
+WINDOW_MB = 2 * WORKERS * ITEM_BYTES / 2**20
 
 
 @pytest.mark.timeout(180)
 def test_ten_times_more_large_items_same_peak_memory():
     peaks = []
     for count in (40, 400):
-        o = run_scenario(VARIANT, job={"type": "Workload", "n": 1000}, items=count, run_kwargs={"workers": 4},
+        o = run_scenario(VARIANT, job={"type": "Workload", "n": 1000}, items=count, run_kwargs={"workers": WORKERS},
                          items_spec={"payload_bytes": ITEM_BYTES}, watchdog=120)
         assert o.status == "returned", o.stderr[-2000:]
         peaks.append(o.result["peak_rss_mb"])
-    assert peaks[1] <= GROWTH_MAX * peaks[0], peaks
+    assert peaks[1] <= peaks[0] + WINDOW_MB, peaks
 
 
 # -- the OOM verdict is about this worker ---------------------------------------------------------------
