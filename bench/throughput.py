@@ -46,11 +46,11 @@ POINT_LIMIT = 40.0
 # (Dask: its imports and a first LocalCluster, up to ~10 s measured with the other core busy).
 STARTUP_LIMIT = 30.0
 NOT_RUN = "not run: "  # how a point skipped for its predicted time begins its error
-# A point of tiny tasks takes a fraction of a second, and one run of it moves by about 30% with the
-# scheduler on 2 busy cores (measured: 0.29-0.38 s for the same supervisor point, 0.16-0.20 s for the
-# reference's). So a point is run again, up to REPEATS runs, while its runs so far took less than
-# REPEAT_BUDGET seconds, and its figure is the best run (as timeit reports, and as the issue's own table
-# was measured); every run is kept in the raw data ("runs"). A point slower than the budget runs once: its
+# A point of tiny tasks takes a fraction of a second, and one run of it moves by about 30% with the scheduler
+# on 2 busy cores (measured: 0.29-0.38 s for the same supervisor point, 0.16-0.20 s for the reference's). So a
+# point is run again, up to REPEATS runs, while its runs so far took less than REPEAT_BUDGET seconds, and its
+# figure is the best run (as timeit reports, and as the issue's own table was measured); every run of a point
+# is kept in the raw data ("runs"; of ``up``, the best only). A point slower than the budget runs once: its
 # noise is a small share of it. A point thus takes at most about REPEAT_BUDGET plus one run.
 REPEATS = 3
 REPEAT_BUDGET = 2.0
@@ -187,8 +187,9 @@ def sweep(contenders: list[str], quick: bool, progress: Any = None,
 def measure(contender: str, workers: int, points: list[dict[str, Any]], python: str = sys.executable,
             limit: float = POINT_LIMIT) -> list[dict[str, Any]]:
     """Time ``points`` (dicts with ``seconds`` and ``tasks``; one already given a ``total`` of None is
-    skipped) and the contender's ``up`` in one fresh process; each point gets ``total``, ``up`` and
-    ``steady``, or an ``error``. A point past ``limit`` ends its process (with everything it started); the
+    skipped) and the contender's ``up`` in one fresh process; each point gets ``total`` (its best run),
+    ``runs``, ``up``, ``steady``, and for a task that sleeps ``nap`` (its measured duration) and ``ideal_nap``,
+    or an ``error``. A point past ``limit`` ends its process (with everything it started); the
     points after it get a process of their own."""
     todo = [p for p in points if "total" not in p]
     up: float | None = None

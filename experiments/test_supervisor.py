@@ -121,12 +121,13 @@ def test_tiny_tasks_a_death_loses_no_queued_item():
 # -- memory: in proportion to what is unfinished ------------------------------------------------------
 ITEM_BYTES = 2 << 20
 WORKERS = 4
-# What the supervisor holds at once, by design: two items per worker while items this large go one at a
-# time (BATCH_BYTES), each kept in its fate until done: 8 items, 16 MiB. A peak is the maximum over a
-# run's moments, and a run ten times longer meets more moments where that whole window is held together
-# with a pickled copy on its way: the 400-item peak may exceed the 40-item one by up to the window, not
-# more (measured on 3.13 beside two CPU hogs: +7.4 MiB at worst, where a 25% ratio bound allowed 7.1 and
-# failed in CI). Keeping every item would add 720 MiB; keeping one in ten, 72 MiB: both fail this.
+# What the supervisor holds at once, by design: two items per worker while items this large go one at a time
+# (BATCH_BYTES), each kept in its fate until done: 8 items, 16 MiB (and one read ahead, which both runs hold
+# alike). A peak is the maximum over a run's moments, and a run ten times longer meets more moments where that
+# whole window is held together with a pickled copy on its way: the 400-item peak may exceed the 40-item one
+# by up to the window, not more (measured: +6.4 MiB at worst on 3.13 beside two CPU hogs, +7.4 in CI on 3.13,
+# where a 25% ratio bound allowed 7.1 and failed). Keeping every item would add 720 MiB; keeping one in ten, 72 MiB: both
+# fail this.
 WINDOW_MB = 2 * WORKERS * ITEM_BYTES / 2**20
 
 

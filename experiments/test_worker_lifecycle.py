@@ -36,7 +36,8 @@ PROMPT = 2.0
 # Dask's nanny reads its worker's RSS every DASK_NANNY_POLL s (distributed.worker.memory.monitor-interval)
 # and restarts it past DASK_TERMINATE of the limit (.terminate): a polled check, which sees this job only
 # because it stays above 190 MiB longer than one interval (AllocateAt zeroes 400 MiB in 250-300 ms here and
-# frees it in ~35 ms: two or three polls). A spike shorter than one poll passes unseen. The task is re-run
+# holds it scenarios.ALLOCATION_HOLD s: ten polls and more; without the hold, two or three, and one attempt in
+# CI went unseen). A spike shorter than one poll passes unseen. The task is re-run
 # until DASK_ATTEMPTS workers died with it (distributed.scheduler.allowed-failures, 3, + 1), each restart
 # ~0.5-1 s, then KilledWorker and the cluster closes: 2.3-4.8 s measured. expect.DASK_KILLED bounds it as it
 # does the OOM row's same four deaths and close.

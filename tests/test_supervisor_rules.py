@@ -160,6 +160,65 @@ def test_rule3_finished_items_are_counted_not_kept():
     assert report.fates == [] and len(report._open) == 0
 
 
+# -- rule 3, large items: each is pickled once, and the read-ahead bound holds ---------------------------
+PICKLED: list[int] = []
+
+
+class Counted:
+    """A large item that counts its picklings (in the parent only: the worker receives plain bytes)."""
+
+    def __init__(self, size: int) -> None:
+        self.data = b"x" * size
+
+    def __reduce__(self):
+        PICKLED.append(1)
+        return (bytes, (self.data,))
+
+
+def slow_len(data):
+    time.sleep(0.02)
+    return len(data)
+
+
+@pytest.mark.timeout(60)
+def test_rule3_a_large_item_is_pickled_once_while_the_workers_are_busy():
+    """Items past BATCH_BYTES go one at a time to idle workers; a busy worker's pass must not pull one, pickle
+    it and put it back (2 MiB of copying each time, on every pass of the loop, until a worker is idle)."""
+    PICKLED.clear()
+    report = sup.run(slow_len, (Counted(256 << 10) for _ in range(40)), workers=2)
+    assert report.completed == 40
+    assert len(PICKLED) == 40, f"{len(PICKLED)} picklings for 40 items"
+
+
+# The unfixed reader reads the rest of a 10-item source in microseconds once past the 5th: waiting 1000 times
+# that for it shows it did not. The fixed reader never reads more, however long we wait: this cannot flake.
+SETTLE = 0.2
+
+
+@pytest.mark.timeout(30)
+def test_rule3_the_read_ahead_bound_holds_when_it_is_lowered_mid_run():
+    """set_capacity() may lower the bound while the reader is filling its room: it stops at the new bound."""
+    src: sup.Source
+
+    def items():
+        for i in range(10):
+            if i == 4:
+                src.set_capacity(2)  # called from the reading thread, inside its run of next() calls
+            yield i
+
+    src = sup.Source(items(), 100)
+    src.start()
+    try:
+        deadline = time.monotonic() + 5
+        while src.read < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(SETTLE)
+        assert (src.read, len(src.buffer), src.exhausted) == (5, 5, False)
+    finally:
+        src.stop(lambda n: False)
+    assert not src.thread.is_alive() and src.wake_r == src.wake_w == -1
+
+
 # The main process's Python heap at its peak, above where it started, for FEW and then MANY tiny tasks
 # (tracemalloc): measured 0.3-0.53 MB for either count, so flat. LEAK_BOUND is what MANY - FEW more tasks may
 # add: 1 MiB over 18,000 tasks is 58 bytes per finished task, less than any object kept per task costs (a
@@ -332,13 +391,17 @@ def test_rule4_a_stop_that_cannot_read_proc_still_stops_every_worker(monkeypatch
 
     from variants.supervisor import _family
 
+    calls = []
+
     def no_descriptor_left(path):
+        calls.append(path)
         raise OSError(errno.EMFILE, "Too many open files", path)
 
-    monkeypatch.setattr(_family.os, "listdir", no_descriptor_left)
+    monkeypatch.setattr(_family.os, "listdir", no_descriptor_left)  # os itself: restored when the test ends
     with pytest.raises(RunFailed) as e:
         sup.run(raise_on_three, range(40), workers=2)
     assert e.value.kind == "worker_error" and multiprocessing.active_children() == [], e.value
+    assert "/proc" in calls  # the stop did try to list the jobs' processes, and failed
 
 
 MAIN_WITHOUT_GUARD = """

@@ -107,7 +107,7 @@ class RunReport:
         return self._open[pos]  # type: ignore[index]
 
     def done(self, pos: int) -> None:
-        """The item at ``pos`` is done: count it and forget it."""
+        """The item at ``pos`` is done: forget it (the caller counts it in ``completed``)."""
         del self._open[pos]  # type: ignore[arg-type]
 
     def set_rest(self, rest: _Rest) -> None:

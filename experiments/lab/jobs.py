@@ -222,13 +222,17 @@ class KillSelfAfterOtherOomAt(Workload):
 
 @dataclass(frozen=True, kw_only=True)
 class AllocateAt(Workload):
-    """Allocate (and touch) ``mb`` MiB at the item, then finish normally: a response too large to trust."""
+    """Allocate (and touch) ``mb`` MiB at the item, hold it ``hold`` s (a response being processed), then
+    finish normally: a response too large to trust."""
 
     mb: int = 400
+    hold: float = 0.0
 
     def misbehave(self, item: Any) -> None:
         stamp(self.events, "fault", item)
         hog = [bytearray(8 << 20) for _ in range(self.mb // 8)]  # bytearray(n) is zeroed: pages are touched
+        if self.hold:
+            time.sleep(self.hold)
         del hog
 
 

@@ -73,8 +73,9 @@ NAME = "supervisor"
 # to a busy worker and stop watching the others. Large items therefore go one at a time, to idle workers.
 BATCH_SECONDS = 0.02
 # BATCH_MAX bounds how many items the loop records ahead (two batches per worker), not bytes (BATCH_BYTES
-# does): 20,000 tiny tasks on 2 workers took a median 0.30 s at 1,024 against 0.33 s at 256 (9 runs each,
-# bench.throughput._time, start-up included), as each message carries more tasks.
+# does): 20,000 tiny tasks on 2 workers took a median 0.30 s at 1,024 against 0.33 s at 256, the rest of the
+# code the same (9 single runs each, bench.throughput._time, start-up included), as each message carries
+# more tasks.
 BATCH_MAX = 1024
 BATCH_BYTES = 64 << 10
 EWMA = 0.2  # weight of the newest measurement in the task-duration and item-size averages
@@ -82,8 +83,8 @@ JOIN_LIMIT = 5.0  # after SIGKILL, which cannot be ignored: bounds only a kernel
 
 
 def folded(average: float | None, total: float, n: int) -> float:
-    """The running average after ``n`` more measurements summing to ``total``: ``n`` EWMA steps of their mean,
-    in one step (per batch, not per item: a tiny task's bookkeeping is what limits the throughput)."""
+    """The running average after ``n`` (at least 1) more measurements summing to ``total``: ``n`` EWMA steps
+    of their mean, in one step (per batch, not per item: a tiny task's bookkeeping is what limits the throughput)."""
     mean = total / n
     return mean if average is None else mean + (average - mean) * (1.0 - EWMA) ** n
 
@@ -206,8 +207,8 @@ class _Supervisor:
 
     # -- workers ---------------------------------------------------------------------------------
     def spawn(self) -> None:
+        slot = self.ctx.RawArray("d", 3)  # first: if it fails (its arena is a file), no pipe is left open
         parent_conn, child_conn = self.ctx.Pipe(duplex=True)
-        slot = self.ctx.RawArray("d", 3)
         address_space = self.opt.memory_limit if self.limit is not None and not self.limit.cgroup else None
         proc = self.ctx.Process(target=_worker.main, name=f"supervisor-worker-{self.spawned}", daemon=True,
                                 args=(child_conn, self.job, os.getpid(), slot, self.opt.initializer,
@@ -325,6 +326,9 @@ class _Supervisor:
         for w in list(self.workers):
             if not w.ready or w.retiring or w.proc.exitcode is not None or len(w.queued) > batch:
                 continue  # keeps at most two batches queued: one running, one waiting
+            if w.queued and self.item_bytes and w.queued_bytes + self.item_bytes > BATCH_BYTES:
+                continue  # busy, and no room in its pipe for an item of the usual size: not pulled (and
+                # pickled) here only to be put back, on every pass of the loop, until the worker is idle
             budget = batch if w.queued else 2 * batch
             if self.opt.max_tasks_per_worker is not None:
                 budget = min(budget, self.opt.max_tasks_per_worker - w.sent)
@@ -341,6 +345,7 @@ class _Supervisor:
                     continue
                 size = len(blob)
                 if queued and w.queued_bytes + size > BATCH_BYTES:
+                    self.item_bytes = folded(self.item_bytes, size, 1)  # measured, though not sent
                     todo.appendleft(pos)  # a busy worker gets no more than the pipe holds: the rest later
                     self.retry.extendleft(reversed(todo))
                     break
@@ -387,9 +392,10 @@ class _Supervisor:
 
     def on_answers(self, w: _Worker, answers: list[tuple[Any, ...]]) -> None:
         # The per-answer path of a run of tiny tasks: what it uses is read once into locals, and the task
-        # duration's average is updated once per message. With the same in dispatch, the items reader's
-        # runs and BATCH_MAX: 20,000 tiny tasks on 2 workers, start-up included, best of 3
-        # (bench.throughput.measure), median of 5: 0.256 s against 0.334 s before; the reference 0.153 s.
+        # duration's average is updated once per message. These, the same in dispatch, the items reader's
+        # runs and BATCH_MAX together: 20,000 tiny tasks on 2 workers, start-up included, the median of 5
+        # best-of-3 figures (bench.throughput.measure): 0.256 s against 0.334 s for the code before all of
+        # them; the reference 0.153 s.
         if answers:
             self.task_seconds = folded(self.task_seconds, sum(a[-1] for a in answers), len(answers))
         queued, sizes, report, on_result, loads = w.queued, w.sizes, self.report, self.opt.on_result, pickle.loads

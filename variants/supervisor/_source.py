@@ -40,6 +40,9 @@ class Source:
         self.stopped = False
         self.in_next = False  # the thread is inside next(items) now
         self.wake_r = self.wake_w = -1  # the wake-up pipe, made by start(): nothing here to close on a failure
+        # Held around a write to the pipe and its close: a wake-up after close() (the thread was inside
+        # next(items) when run() ended) must not write into a descriptor number reused meanwhile.
+        self.wake_lock = threading.Lock()
         self.thread = threading.Thread(target=self._read, daemon=True, name="supervisor-items")
 
     def start(self) -> None:
@@ -52,7 +55,7 @@ class Source:
         while True:
             with self.cond:
                 while len(self.buffer) >= self.capacity and not self.stopped:
-                    self.cond.wait()  # take() and stop() notify; no limit needed: both always come
+                    self.cond.wait()  # hand_over(), set_capacity() and stop() notify; no limit needed: one always comes
                 if self.stopped:
                     return
                 room = self.capacity - len(self.buffer)
@@ -64,6 +67,8 @@ class Source:
                 for _ in range(room):
                     if self.stopped:
                         return
+                    if len(self.buffer) >= self.capacity:
+                        break  # set_capacity() lowered it meanwhile: the bound holds at every item
                     self.in_next = True
                     try:
                         item = next(self.iterator)
@@ -89,10 +94,13 @@ class Source:
                 return
 
     def _wake(self) -> None:
-        try:
-            os.write(self.wake_w, b"x")
-        except (BlockingIOError, OSError):
-            pass  # the pipe is full of unread wake-ups, or closed at stop: the loop is already awake or gone
+        with self.wake_lock:
+            if self.wake_w < 0:
+                return  # closed at stop: the loop is gone
+            try:
+                os.write(self.wake_w, b"x")
+            except OSError:  # BlockingIOError: the pipe is full of unread wake-ups, the loop is already awake
+                pass
 
     def hand_over(self, n: int, record: Callable[[Any], int]) -> list[int]:
         """Move up to ``n`` items read ahead to the report, oldest first; their positions there.
@@ -155,10 +163,11 @@ class Source:
 
     def close(self) -> None:
         """Close the wake-up pipe, if start() made it."""
-        for fd in (self.wake_r, self.wake_w):
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self.wake_r = self.wake_w = -1
+        with self.wake_lock:
+            fds, self.wake_r, self.wake_w = (self.wake_r, self.wake_w), -1, -1
+            for fd in fds:
+                if fd >= 0:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
