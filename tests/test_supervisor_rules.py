@@ -220,11 +220,17 @@ def test_rule3_the_read_ahead_bound_holds_when_it_is_lowered_mid_run():
 
 
 # The main process's Python heap at its peak, above where it started, for FEW and then MANY tiny tasks
-# (tracemalloc): measured 0.3-0.53 MB for either count, so flat. LEAK_BOUND is what MANY - FEW more tasks may
-# add: 1 MiB over 18,000 tasks is 58 bytes per finished task, less than any object kept per task costs (a
-# tuple or an item's fate: 56-120 bytes with the list slot holding it), and far less than 0.5 MiB per task.
-FEW, MANY = 2_000, 20_000
-LEAK_BOUND = 1 << 20
+# (tracemalloc). Both counts must fill the whole in-flight window, or the smaller run's peak is lower only for
+# holding fewer items, not for keeping less: the window is two batches per worker plus one read ahead, of up to
+# BATCH_MAX each (5 x 1,024 items at 2 workers). With FEW = 2,000, under that window, the peaks were 0.54 and
+# 1.54 MiB in CI (3.11), a false leak. FEW is twice the window. LEAK_BOUND is what MANY - FEW more tasks may
+# add: 2 MiB over 9 x FEW (92,160 tasks) is 23 bytes per finished task, less than any object kept per task costs
+# (a tuple or an item's fate: 56-120 bytes with the slot holding it), and far less than 0.5 MiB per task.
+# Measured (3 runs each, one with a CPU hog beside): -0.51 to +0.46 MiB; an on_result keeping each result (an
+# int and its list slot, 36 bytes) +3.0 to +3.8 MiB, which fails.
+FEW = 2 * (2 * 2 + 1) * sup.BATCH_MAX
+MANY = 10 * FEW
+LEAK_BOUND = 2 << 20
 
 
 @pytest.mark.timeout(60)
