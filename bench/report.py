@@ -377,7 +377,8 @@ def chart_overhead(raw: dict[str, Any], out: Path) -> str | None:
     missing = [v for v in VARIANTS if v not in rows]
     notes = [f"{v}: not measured ({VARIANTS[v].available()[1] or 'not in this run'})" for v in missing]
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(order) + 1.6 + NOTE_IN * len(notes)))
-    rel = [rows[v]["median_s"] / base["median_s"] for v in order]
+    # per task: a design too slow for every task ran a tenth of them (bench/test_overhead.py, TENTH_ROUND)
+    rel = [rows[v]["median_s"] / rows[v]["tasks"] / (base["median_s"] / base["tasks"]) for v in order]
     ys = list(range(len(order)))[::-1]
     bars = ax.barh(ys, rel, color=["white" if v == BASELINE else color(v) for v in order], edgecolor="black",
                    linewidth=0.6, hatch=["//" if v == BASELINE else "" for v in order])
@@ -385,13 +386,14 @@ def chart_overhead(raw: dict[str, Any], out: Path) -> str | None:
     for b, v in zip(bars, order, strict=True):
         per_task = rows[v]["median_s"] / rows[v]["tasks"] * 1e6
         once = f", {rows[v]['rounds']} round" if rows[v]["rounds"] != base["rounds"] else ""
+        once += f" of {rows[v]['tasks']:,} tasks" if rows[v]["tasks"] != base["tasks"] else ""
         ax.annotate(f"{rel[order.index(v)]:.2f}×, {per_task:.0f} µs/task{once}", (max(b.get_width(), 1.0), b.get_y()
                     + b.get_height() / 2), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8,
                     bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none"})
     ax.axvline(1.0, ls="--", color="black", lw=1)
     ax.set_xscale("log")
     ax.set_xlim(right=max(rel) * 8)
-    ax.set_xlabel(f"time relative to {BASELINE} (dashed line = 1×; median of {base['rounds']} rounds)")
+    ax.set_xlabel(f"time per task relative to {BASELINE} (dashed line = 1×; median of {base['rounds']} rounds)")
     ax.set_title(f"What does each design cost when nothing fails?\n{base['tasks']:,} tiny tasks, {base['workers']} "
                  "workers, start-up included", fontsize=10)
     fig.tight_layout(rect=(0, (NOTE_IN * len(notes) + 0.1) / fig.get_figheight() if notes else 0, 1, 1))
@@ -536,9 +538,10 @@ def overhead_text(raw: dict[str, Any]) -> str:
     base = runs.get(BASELINE)
     if not base:
         return ""
-    parts = [f"`{v}` {r['median_s'] / base['median_s']:.2f}×" for v, r in runs.items() if v != BASELINE]
-    return (f"Healthy-path time relative to a plain `ProcessPoolExecutor.submit` + `add_done_callback` loop "
-            f"({base['tasks']:,} tiny tasks): " + ", ".join(parts) + ".\n")
+    parts = [f"`{v}` {r['median_s'] / r['tasks'] / (base['median_s'] / base['tasks']):.2f}×"
+             + (f" (of {r['tasks']:,})" if r["tasks"] != base["tasks"] else "") for v, r in runs.items() if v != BASELINE]
+    return (f"Healthy-path time per task relative to a plain `ProcessPoolExecutor.submit` + `add_done_callback` loop "
+            f"({base['tasks']:,} tiny tasks, start-up included): " + ", ".join(parts) + ".\n")
 
 
 EVIDENCE = ["worker_raises", "worker_killed", "worker_oom", "callback_raises", "hang_ignoring_sigterm", "main_killed"]

@@ -11,7 +11,8 @@ Run by ``bench/run.py`` (which reads the JSON back for its chart), or by hand:
 Each round includes starting the workers, as a real run does; per-task overhead is the round's time
 divided by the task count. Every design first runs one unrecorded warm-up round (imports, page cache) on
 a tenth of the tasks; a design whose warm-up, scaled to every task, took over ``SLOW_ROUND`` s is then
-timed for one round only.
+timed for one round only, and one over ``TENTH_ROUND`` s for one round of a tenth of the tasks (its record
+says how many tasks it ran: read it per task, as the chart does).
 """
 
 from __future__ import annotations
@@ -36,14 +37,22 @@ SLOW_ROUND = 10.0
 # The warm-up runs this fraction of the tasks: enough for imports and the page cache, and a tenth of the
 # cost for the slow designs (a full warm-up was 40 s of Dask, 9 s of the article's design, per bench run).
 WARMUP_FRACTION = 10
+# A design this slow per round is timed on a tenth of the tasks, once: Dask, 55 s for 10,000 tasks in the full
+# bench of ffc5682 (5.5 ms a task, its scheduler's per-task cost), a minute of the bench's 27 for one figure
+# that a tenth of the tasks gives alike (its start-up, ~1 s of the ~6, is a small share of it).
+TENTH_ROUND = 30.0
 
 
-def _rounds(go) -> int:
-    """Run the warm-up round (not recorded) on a tenth of the tasks; how many rounds to time."""
-    warm = range(max(1, TASKS // WARMUP_FRACTION))
+def _plan(go) -> tuple[int, int]:
+    """Run the warm-up round (not recorded) on a tenth of the tasks; how many rounds to time, and on how many
+    tasks."""
+    tenth = max(1, TASKS // WARMUP_FRACTION)
     t = time.perf_counter()
-    go(warm)
-    return 1 if (time.perf_counter() - t) * WARMUP_FRACTION > SLOW_ROUND else ROUNDS
+    go(range(tenth))
+    predicted = (time.perf_counter() - t) * WARMUP_FRACTION
+    if predicted > TENTH_ROUND:
+        return 1, tenth
+    return (1 if predicted > SLOW_ROUND else ROUNDS), TASKS
 
 
 def plain_executor(job, items, workers):
@@ -71,21 +80,22 @@ def _variant_run(name):
 
 @pytest.mark.timeout(600)
 def test_baseline_plain_executor(benchmark):
-    benchmark.extra_info.update(variant="plain_executor", tasks=TASKS, workers=WORKERS)
-    rounds = _rounds(lambda items: plain_executor(abs, items, WORKERS))
-    benchmark.pedantic(plain_executor, args=(abs, range(TASKS), WORKERS), rounds=rounds, iterations=1)
+    rounds, tasks = _plan(lambda items: plain_executor(abs, items, WORKERS))
+    benchmark.extra_info.update(variant="plain_executor", tasks=tasks, workers=WORKERS)
+    benchmark.pedantic(plain_executor, args=(abs, range(tasks), WORKERS), rounds=rounds, iterations=1)
 
 
 @pytest.mark.timeout(600)
 def test_reference_chunked_map(benchmark):
-    benchmark.extra_info.update(variant="reference_map", tasks=TASKS, workers=WORKERS)
-    rounds = _rounds(lambda items: reference_map(abs, items, WORKERS))
-    benchmark.pedantic(reference_map, args=(abs, range(TASKS), WORKERS), rounds=rounds, iterations=1)
+    rounds, tasks = _plan(lambda items: reference_map(abs, items, WORKERS))
+    benchmark.extra_info.update(variant="reference_map", tasks=tasks, workers=WORKERS)
+    benchmark.pedantic(reference_map, args=(abs, range(tasks), WORKERS), rounds=rounds, iterations=1)
 
 
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("name", [n for n, v in VARIANTS.items() if v.available()[0]])
 def test_variant(benchmark, name):
-    benchmark.extra_info.update(variant=name, tasks=TASKS, workers=WORKERS)
     go = _variant_run(name)
-    benchmark.pedantic(go, rounds=_rounds(go), iterations=1)
+    rounds, tasks = _plan(go)
+    benchmark.extra_info.update(variant=name, tasks=tasks, workers=WORKERS)
+    benchmark.pedantic(go, args=(range(tasks),), rounds=rounds, iterations=1)

@@ -1,17 +1,18 @@
 """Throughput on the healthy path: how long each design takes for many short tasks, against the reference.
 
-    python -m bench.throughput points '{"contender": "supervisor", "workers": 2, "up": true,
-                                        "points": [{"seconds": 0.001, "tasks": 1000}]}'
+    python -m bench.throughput points '{"contender": "supervisor", "workers": 2,
+                                        "points": [{"seconds": 0.001, "tasks": 2000}]}'
 
 Each contender and worker count runs in a fresh process of its own (this module, ``points``), which first
 imports the design and the library it wraps and runs one unrecorded task, then times each point: the clock
 runs around the whole ``run()`` (workers spawned, every task done, workers stopped), so every figure
 includes the design's own start-up and shutdown, for every contender alike. Each figure is the best of up
-to ``REPEATS`` runs (see there), the same rule for every contender. The same process first times
-one task that does nothing (``up``): that start-up and shutdown alone, which does not depend on the task
-duration; ``total - up`` is the time once the workers are up, compared with the ideal
-``tasks x seconds / workers``, and with the nap's own measured duration (``nap``: ``time.sleep`` overshoots,
-by 14% for 1 ms on our machine, which no design can win back). The reference is
+to ``REPEATS`` runs (see there), the same rule for every contender. The time once the workers are up is
+read inside the same runs, from when each result reached ``on_result``: ``mid`` is the time from the
+result at a quarter of the tasks to the result at three quarters (``mid_tasks`` results; see
+``window``), compared with its ideal ``mid_tasks x seconds / workers``, and with the nap's own measured
+duration (``nap``: ``time.sleep`` overshoots, by 14% for 1 ms on our machine, which no design can win
+back). The reference is
 ``ProcessPoolExecutor.map(chunksize=256)`` under spawn: the fastest plain way to run many tiny tasks, knowing
 nothing of faults.
 """
@@ -35,10 +36,21 @@ REFERENCE = "ProcessPoolExecutor.map(chunksize=256)"
 CHUNKSIZE = 256
 DURATIONS = (0.0, 0.0001, 0.001, 0.01)  # seconds per task
 WORKERS = (1, 2, 4, 8)
-# Tasks per point: enough that the work (tasks x duration) is about a second at 1 worker, and 20,000
-# tiny tasks (the issue's figure) where a task is no work at all.
+# Tasks per point: 20,000 tiny tasks (the issue's figure) where a task is no work at all, 10,000 of 0.1 ms
+# (a second of work at 1 worker); of 1 ms and 10 ms, where "within 5% of the ideal once the workers are up" is
+# asked, this many per worker (PER_WORKER), so that the work is about a second at every worker count and the
+# first quarter of it (a quarter second, before ``window`` starts) covers the workers' start-up: 8 spawned
+# workers on 2 cores sent their first result 0.37-0.51 s into a run of the supervisor and were all busy well
+# before its quarter mark (0.70-0.82 s) in our runs.
 TASKS = {0.0: 20_000, 0.0001: 10_000, 0.001: 1_000, 0.01: 100}
 QUICK_TASKS = {0.0: 5_000, 0.0001: 2_000, 0.001: 200, 0.01: 20}
+PER_WORKER = (0.001, 0.01)
+
+
+def tasks_for(seconds: float, workers: int, quick: bool = False) -> int:
+    """How many tasks a point of this duration and worker count runs (see TASKS)."""
+    base = (QUICK_TASKS if quick else TASKS)[seconds]
+    return base * workers if seconds in PER_WORKER else base
 # Seconds a point may take before it counts as "did not finish". The slowest point that finishes is the
 # article's design at 8 workers on 20,000 tiny tasks, 24 s measured: 40 s leaves it a 1.6x margin.
 POINT_LIMIT = 40.0
@@ -77,15 +89,20 @@ def _import(contender: str) -> None:
         importlib.import_module(v.requires)
 
 
+def window(tasks: int) -> tuple[int, int]:
+    """The results whose arrival times bound ``mid``: the (tasks // 4)-th and the (3 * tasks // 4)-th, counted
+    from 1. Before the first, the workers are starting (spawn, imports, the first batches); after the second,
+    they run out of work one by one. Between them every worker is busy, if the design keeps it busy."""
+    return max(1, tasks // 4), max(1, 3 * tasks // 4)
+
+
 def _time(contender: str, workers: int, seconds: float, tasks: int) -> dict[str, Any]:
     import functools
 
     job = functools.partial(nap, seconds)  # picklable: a module-level function and a float
-    done = 0
-
-    def count(item: Any, result: Any) -> None:
-        nonlocal done
-        done += 1
+    arrived: list[float] = []  # when each result reached the main process (on_result, or map's iterator)
+    count = arrived.append
+    first, last = window(tasks)
 
     t0 = time.perf_counter()
     if contender == REFERENCE:
@@ -93,12 +110,16 @@ def _time(contender: str, workers: int, seconds: float, tasks: int) -> dict[str,
 
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
             for _ in ex.map(job, range(tasks), chunksize=CHUNKSIZE):
-                done += 1
+                count(time.perf_counter())
     else:
         from variants import VARIANTS
 
-        VARIANTS[contender].run(job, range(tasks), workers=workers, on_result=count)
-    return {"elapsed": time.perf_counter() - t0, "done": done}
+        VARIANTS[contender].run(job, range(tasks), workers=workers,
+                                on_result=lambda item, result: count(time.perf_counter()))
+    elapsed = time.perf_counter() - t0
+    done = len(arrived)
+    mid = arrived[last - 1] - arrived[first - 1] if done >= last and last > first else None
+    return {"elapsed": elapsed, "done": done, "mid": mid, "mid_tasks": last - first}
 
 
 # How long the nap's calibration runs per duration: the mean of naps adding up to about this many seconds
@@ -119,24 +140,26 @@ def _nap_seconds(seconds: float) -> float:
 
 def _best(contender: str, workers: int, seconds: float, tasks: int) -> dict[str, Any]:
     """The best of up to ``REPEATS`` runs of one point (see ``REPEAT_BUDGET``), every run listed in ``runs``;
-    ``done`` is the fewest tasks any run did, so that one short run is not hidden by a complete one."""
+    ``done`` is the fewest tasks any run did, so that one short run is not hidden by a complete one. ``mid``
+    is the best run's by the same rule (the shortest), None if any run had none."""
     runs = [_time(contender, workers, seconds, tasks)]
     while len(runs) < REPEATS and sum(r["elapsed"] for r in runs) < REPEAT_BUDGET:
         runs.append(_time(contender, workers, seconds, tasks))
+    mids = [r.get("mid") for r in runs]
     return {"elapsed": min(r["elapsed"] for r in runs), "done": min(r["done"] for r in runs),
-            "runs": [r["elapsed"] for r in runs]}
+            "runs": [r["elapsed"] for r in runs], "mid": None if None in mids else min(mids),
+            "mid_tasks": runs[0].get("mid_tasks")}
 
 
 def _points(spec: dict[str, Any]) -> None:
-    """The child: import, warm up, then ``up`` if asked, then each point; one JSON line per figure, as it is
-    measured. The warm-up is one unrecorded one-task run: the first run() of a process also starts
-    multiprocessing's resource tracker and fills the page cache (measured: a first one-task run 0.16 s, a
-    2,000-task run after it 0.13 s), which only the first point would pay."""
+    """The child: import, warm up, then each point; one JSON line per figure, as it is measured. The warm-up
+    is one unrecorded one-task run: the first run() of a process also starts multiprocessing's resource
+    tracker and fills the page cache (measured: a first one-task run 0.16 s, a 2,000-task run after it
+    0.13 s), which only the first point would pay."""
     contender, workers = spec["contender"], spec["workers"]
     _import(contender)
     _time(contender, workers, 0.0, 1)
-    todo = ([{"key": "up", "seconds": 0.0, "tasks": 1}] if spec.get("up") else []) + [
-        {"key": "total", **p} for p in spec["points"]]
+    todo = spec["points"]
     naps = {s: _nap_seconds(s) for s in {p["seconds"] for p in todo}}
     for p in todo:
         got = _best(contender, workers, p["seconds"], p["tasks"])
@@ -169,7 +192,7 @@ def sweep(contenders: list[str], quick: bool, progress: Any = None,
         for w in (2,) if quick else WORKERS if full else OTHERS_WORKERS:
             points = []
             for seconds in durations:
-                tasks = (QUICK_TASKS if quick else TASKS)[seconds]
+                tasks = tasks_for(seconds, w, quick)
                 point = {"contender": contender, "variant": contender, "workers": w, "seconds": seconds,
                          "tasks": tasks, "ideal": tasks * seconds / w}
                 rate = (per_task or {}).get(contender)
@@ -187,53 +210,50 @@ def sweep(contenders: list[str], quick: bool, progress: Any = None,
 def measure(contender: str, workers: int, points: list[dict[str, Any]], python: str = sys.executable,
             limit: float = POINT_LIMIT) -> list[dict[str, Any]]:
     """Time ``points`` (dicts with ``seconds`` and ``tasks``; one already given a ``total`` of None is
-    skipped) and the contender's ``up`` in one fresh process; each point gets ``total`` (its best run),
-    ``runs``, ``up``, ``steady``, and for a task that sleeps ``nap`` (its measured duration) and ``ideal_nap``,
-    or an ``error``. A point past ``limit`` ends its process (with everything it started); the
-    points after it get a process of their own."""
+    skipped) in one fresh process; each point gets ``total`` (its best run), ``runs``, ``mid``, ``mid_tasks``
+    and ``mid_ideal`` (see ``window``), and for a task that sleeps ``nap`` (its measured duration),
+    ``ideal_nap`` and ``mid_ideal_nap``; or an ``error``. A point past ``limit`` ends its process (with
+    everything it started); the points after it get a process of their own."""
     todo = [p for p in points if "total" not in p]
-    up: float | None = None
-    need_up = True
+    first = True  # no figure yet from this contender and worker count
     while todo:
-        spec = {"contender": contender, "workers": workers, "up": need_up,
+        spec = {"contender": contender, "workers": workers,
                 "points": [{"seconds": p["seconds"], "tasks": p["tasks"]} for p in todo]}
         # A session of its own, so that a point past its limit goes with every process it started (Dask's
         # nannies and workers), not only the one we started.
         with tempfile.TemporaryFile("w+") as stderr:
             proc = subprocess.Popen([python, "-m", "bench.throughput", "points", json.dumps(spec)], cwd=ROOT,
                                     stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True)
-            failed = _collect(proc, need_up, todo, limit, stderr)
-        up_got = [p.pop("_up") for p in todo if "_up" in p]
-        if up_got:
-            up, need_up = up_got[0], False
+            failed = _collect(proc, todo, limit, stderr)
         if failed is None:
             break
-        if need_up:  # no figure at all from this contender and worker count: every point says why
+        if first and "total" not in todo[0]:  # no figure at all from this contender and worker count: every point says why
             for p in todo:
                 p.update(total=None, error=failed)
             break
+        first = False
         stuck = next(p for p in todo if "total" not in p)
         stuck.update(total=None, error=failed)
         todo = [p for p in todo if "total" not in p]
     for p in points:
-        if p.get("nap"):
-            p["ideal_nap"] = p["tasks"] * p["nap"] / workers  # the ideal with the nap's real duration
-        if up is not None:
-            p["up"] = up
-            if p.get("total") is not None:
-                p["steady"] = p["total"] - up
+        if p.get("mid_tasks"):
+            p["mid_ideal"] = p["mid_tasks"] * p["seconds"] / workers
+        if p.get("nap"):  # the ideals with the nap's real duration
+            p["ideal_nap"] = p["tasks"] * p["nap"] / workers
+            if p.get("mid_tasks"):
+                p["mid_ideal_nap"] = p["mid_tasks"] * p["nap"] / workers
     return points
 
 
-def _collect(proc: subprocess.Popen, need_up: bool, todo: list[dict[str, Any]], limit: float,
+def _collect(proc: subprocess.Popen, todo: list[dict[str, Any]], limit: float,
              stderr: Any) -> str | None:
-    """Read the child's figures into ``todo`` (``up`` into the first point's ``_up``), each within ``limit``
-    s (the first within ``STARTUP_LIMIT`` more); then end its session. Returns why it stopped early, or None."""
+    """Read the child's figures into ``todo``, each within ``limit`` s (the first within ``STARTUP_LIMIT``
+    more); then end its session. Returns why it stopped early, or None."""
     lines: queue.Queue[str | None] = queue.Queue()
     reader = threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True)
     reader.start()
     failed = None
-    for n, p in enumerate(([None] if need_up else []) + todo):
+    for n, p in enumerate(todo):
         try:
             line = lines.get(timeout=limit + (STARTUP_LIMIT if n == 0 else 0.0))
         except queue.Empty:
@@ -248,10 +268,8 @@ def _collect(proc: subprocess.Popen, need_up: bool, todo: list[dict[str, Any]], 
             failed = f"exited with code {proc.returncode} without a result: " + stderr.read()[-400:]
             break
         got = json.loads(line)
-        if p is None:
-            todo[0]["_up"] = got["elapsed"]
-            continue
         p["total"], p["runs"] = got["elapsed"], got.get("runs")
+        p["mid"], p["mid_tasks"] = got.get("mid"), got.get("mid_tasks")
         if got.get("nap"):
             p["nap"] = got["nap"]
         if got["done"] != p["tasks"]:
@@ -319,8 +337,7 @@ def chart(runs: list[dict[str, Any]], out: Path) -> str | None:
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker="o", ms=4, label=v, color=report.color(v))
         ax.axhline(1.0, ls="--", color="black", lw=1)
-        tasks = next(r["tasks"] for r in runs if r["seconds"] == d)
-        ax.set_title(f"{d * 1000:g} ms per task ({tasks:,} tasks)", fontsize=9)
+        ax.set_title(f"{d * 1000:g} ms per task ({_tasks_label(runs, d)})", fontsize=9)
         ax.set_xscale("log", base=2)
         ax.set_xticks(WORKERS, [str(w) for w in WORKERS])
         ax.set_xlabel("workers")
@@ -338,16 +355,27 @@ def chart(runs: list[dict[str, Any]], out: Path) -> str | None:
                      f"the reference are measured; the other designs at {OTHERS_WORKERS[0]} and {OTHERS_WORKERS[1]} "
                      "workers on 0 and 1 ms tasks, enough to place them")
     for d in durations:
-        tasks = next(r["tasks"] for r in runs if r["seconds"] == d)
-        if d and tasks <= CHUNKSIZE * max(WORKERS):
-            notes.append(f"{d * 1000:g} ms tasks: {tasks} tasks make {-(-tasks // CHUNKSIZE)} chunk(s) of {CHUNKSIZE}, "
-                         "so the reference runs them on that many workers at most (below 1× is the reference's "
-                         "chunking, not speed)")
+        short = sorted({(r["workers"], r["tasks"]) for r in runs if r["seconds"] == d and d
+                        and r["tasks"] < CHUNKSIZE * r["workers"]})
+        if short:
+            notes.append(f"{d * 1000:g} ms tasks: " + ", ".join(
+                f"{t} tasks on {w} workers make {-(-t // CHUNKSIZE)} chunk(s) of {CHUNKSIZE}" for w, t in short)
+                + ", so the reference runs them on that many workers at most (below 1× is the reference's "
+                  "chunking, not speed)")
     fig.suptitle(f"How much slower than the reference, {REFERENCE}, is each design on short tasks?",
                  fontsize=10)
     fig.tight_layout(rect=(0.01, 0.05 * len(notes), 1, 0.8))
     report._footnotes(fig, notes)
     return report._save(fig, out / "throughput.png")
+
+
+def _tasks_label(runs: list[dict[str, Any]], d: float) -> str:
+    """"20,000 tasks", or "100 tasks per worker" where the count grows with the workers (PER_WORKER)."""
+    counts = {r["workers"]: r["tasks"] for r in runs if r["seconds"] == d}
+    per = {t // w for w, t in counts.items() if t % w == 0}
+    if len(set(counts.values())) > 1 and len(per) == 1:
+        return f"{per.pop():,} tasks per worker"
+    return ", ".join(f"{t:,}" for t in sorted(set(counts.values()))) + " tasks"
 
 
 def text(runs: list[dict[str, Any]], link_base: str = "results") -> str:
@@ -373,31 +401,39 @@ def text(runs: list[dict[str, Any]], link_base: str = "results") -> str:
         lines.append(f"| `{c}` | {total(c, 2, 0.0)} | {total(c, 8, 0.0)} |")
     for r in missing:
         lines.append(f"| `{r['contender']}` | not installed | not installed |")
-    def steady(c: str) -> list[dict[str, Any]]:
-        # Only points whose work (the ideal) is at least the start-up they are measured against: where the
-        # one-task run takes longer than the work, total - up is mostly the start-up's own spread.
-        # The reference: only where its chunks of CHUNKSIZE fill every worker (100 tasks are one chunk: one worker).
-        return [r for r in runs if r["contender"] == c and r["seconds"] >= 0.001 and r.get("steady") is not None
-                and r["ideal"] >= (r.get("up") or 0) and (c != REFERENCE or r["tasks"] >= CHUNKSIZE * r["workers"])]
-
-    def worst(c: str) -> dict[str, Any] | None:
-        pts = steady(c)
-        return max(pts, key=lambda r: r["steady"] / r["ideal"]) if pts else None
-
-    sup, ref = worst("supervisor"), worst(REFERENCE)
+    sup, ref = worst(runs, "supervisor"), worst(runs, REFERENCE)
+    durations = sorted({r["seconds"] for r in steady(runs, "supervisor")})
+    workers = sorted({r["workers"] for r in steady(runs, "supervisor")})
     lines.append("")
-    if sup is None or sup["steady"] <= 0:
-        lines.append("Supervisor once its workers are up: the work was too short to measure against its start-up "
-                     "here (a --quick run?).")
+    if sup is None:
+        lines.append("Supervisor once its workers are up: no 1 ms or 10 ms point was measured here.")
     else:
         def at(r: dict[str, Any]) -> str:
-            real = (f"; {r['steady'] / r['ideal_nap']:.2f}× with the nap's measured duration, "
-                    f"{r['nap'] * 1000:.3g} ms") if r.get("ideal_nap") and r.get("nap") else ""
-            return f"{r['steady'] / r['ideal']:.2f}× ({r['seconds'] * 1000:g} ms tasks, {r['workers']} workers{real})"
+            return (f"{r['mid'] / r['mid_ideal_nap']:.3f}× ({r['seconds'] * 1000:g} ms tasks, {r['workers']} workers; "
+                    f"{r['mid'] / r['mid_ideal']:.2f}× of the nominal duration, as the nap measured "
+                    f"{r['nap'] * 1000:.3g} ms)")
 
-        lines.append(f"Once its workers are up (total minus a one-task run), on 1 ms and 10 ms tasks, at the points "
-                     f"where the work is at least the start-up: the supervisor is at most {at(sup)} the ideal tasks × "
-                     "duration / workers"
+        lines.append(f"Once its workers are up (the time from the result at a quarter of the tasks to the result at "
+                     f"three quarters, inside the same runs), on {' and '.join(f'{d * 1000:g} ms' for d in durations)} "
+                     f"tasks at {', '.join(map(str, workers))} worker(s): the supervisor is at most {at(sup)} "
+                     "the ideal results × the nap's duration / workers"
                      + (f"; the reference, where its chunks fill every worker, at most {at(ref)}" if ref else "")
+                     + ". The supervisor's rate for every point: "
+                     + ", ".join(f"{r['workers']}w {r['seconds'] * 1000:g} ms {r['mid'] / r['mid_ideal_nap']:.3f}×"
+                                 for r in steady(runs, "supervisor"))
                      + f". Chart: [throughput.png]({link_base}/throughput.png).")
     return "\n".join(lines)
+
+
+def steady(runs: list[dict[str, Any]], c: str) -> list[dict[str, Any]]:
+    """The points of 1 ms and 10 ms tasks where ``c``'s rate once the workers are up was measured (``mid``):
+    for the reference, only where its chunks of CHUNKSIZE fill every worker (fewer tasks are fewer chunks,
+    run on fewer workers than it has)."""
+    return [r for r in runs if r["contender"] == c and r["seconds"] in PER_WORKER and r.get("mid")
+            and r.get("mid_ideal_nap") and (c != REFERENCE or r["tasks"] >= CHUNKSIZE * r["workers"])]
+
+
+def worst(runs: list[dict[str, Any]], c: str) -> dict[str, Any] | None:
+    """``c``'s point furthest from the ideal once the workers are up (the nap's measured duration)."""
+    pts = steady(runs, c)
+    return max(pts, key=lambda r: r["mid"] / r["mid_ideal_nap"]) if pts else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -148,11 +149,14 @@ TINY_LIMIT = 1.0
 def test_a_throughput_point_past_its_limit_is_killed_and_the_next_point_still_measured():
     from bench import throughput
 
-    slow, quick = {"seconds": 0.01, "tasks": 500}, {"seconds": 0.0, "tasks": 50}
-    slow_out, quick_out = throughput.measure("supervisor", 2, [slow, quick], limit=TINY_LIMIT)
+    # A process's first figure gets STARTUP_LIMIT more (imports, warm-up): the slow point comes second.
+    first, slow, quick = {"seconds": 0.0, "tasks": 50}, {"seconds": 0.01, "tasks": 500}, {"seconds": 0.0, "tasks": 50}
+    first_out, slow_out, quick_out = throughput.measure("supervisor", 2, [first, slow, quick], limit=TINY_LIMIT)
+    assert first_out["total"] > 0 and "error" not in first_out, first_out
     assert slow_out["total"] is None and "did not finish within 1 s" in slow_out["error"]
     assert quick_out["total"] > 0 and "error" not in quick_out, quick_out
-    assert quick_out["up"] > 0 and quick_out["steady"] == quick_out["total"] - quick_out["up"]
+    # its rate once up: from the 12th result (50 // 4) to the 37th, inside the same run
+    assert quick_out["mid_tasks"] == 25 and 0 <= quick_out["mid"] < quick_out["total"], quick_out
 
 
 def test_a_throughput_figure_is_the_best_of_its_runs_within_the_repeat_budget(monkeypatch):
@@ -166,10 +170,11 @@ def test_a_throughput_figure_is_the_best_of_its_runs_within_the_repeat_budget(mo
 
     monkeypatch.setattr(throughput, "_time", fake([(0.4, 10), (0.3, 10), (0.5, 9), (0.1, 10)]))
     got = throughput._best("supervisor", 2, 0.0, 10)
-    assert got == {"elapsed": 0.3, "done": 9, "runs": [0.4, 0.3, 0.5]}, got
+    assert got == {"elapsed": 0.3, "done": 9, "runs": [0.4, 0.3, 0.5], "mid": None, "mid_tasks": None}, got
     slow = throughput.REPEAT_BUDGET + 0.1
     monkeypatch.setattr(throughput, "_time", fake([(slow, 10), (0.1, 10)]))
-    assert throughput._best("supervisor", 2, 0.0, 10) == {"elapsed": slow, "done": 10, "runs": [slow]}
+    assert throughput._best("supervisor", 2, 0.0, 10) == {"elapsed": slow, "done": 10, "runs": [slow], "mid": None,
+                                                          "mid_tasks": None}
 
 
 def test_a_throughput_point_predicted_past_the_limit_is_not_run_and_says_why(monkeypatch):
@@ -229,3 +234,22 @@ def test_a_partial_run_keeps_the_designs_it_did_not_run_and_never_an_old_referen
     runs = json.loads((new / "raw" / "throughput.json").read_text())["runs"]
     assert sorted((r["variant"], r["total"]) for r in runs) == [
         ("ProcessPoolExecutor.map(chunksize=256)", 0.12), ("pool", 1.0), ("supervisor", 0.2)]
+
+
+def test_overhead_times_a_slow_design_once_and_a_very_slow_one_on_a_tenth_of_the_tasks(monkeypatch):
+    """Breaks if a design past TENTH_ROUND is timed on every task (a minute of Dask per bench), if one past
+    SLOW_ROUND only is not timed on every task, or if a fast one loses its rounds."""
+    from bench import test_overhead as oh
+
+    monkeypatch.setattr(oh, "TASKS", 100)
+    seen = []
+
+    def go(items):  # a warm-up of 10 tasks that takes 20 ms: predicted 0.2 s for all 100
+        seen.append(len(items))
+        time.sleep(0.02)
+
+    for slow, tenth, expected in [(1.0, 2.0, (oh.ROUNDS, 100)), (0.1, 2.0, (1, 100)), (0.05, 0.1, (1, 10))]:
+        monkeypatch.setattr(oh, "SLOW_ROUND", slow)
+        monkeypatch.setattr(oh, "TENTH_ROUND", tenth)
+        assert oh._plan(go) == expected, (slow, tenth)
+    assert seen == [10, 10, 10]
