@@ -58,9 +58,10 @@ README = ROOT / "README.md"
 ARTICLE_TASKS = 2_000
 MEMORY_BUDGET_MB = 6000  # a run whose retained results would exceed this is not run (drawn "not run")
 # dask's protocol serializes a list result element by element: ~2 s per 100,000 ints measured (see
-# experiments/lab/scenarios.py). A run moving more list elements than this through it is not run: the
-# memory sweeps' 20 results of 100,000 ints took 74.5 s of the full bench (ffc5682), more than any other
-# point, to draw one more point of a line the 10,000-int point and the "not run" mark already place.
+# experiments/lab/scenarios.py; in a full bench, beside its other runs, nearer 4 s). A run moving more list
+# elements than this through it is not run: memory_payload's 20 results of 100,000 ints took 74.5 s of the
+# full bench (ffc5682), more than any other point, to draw one more point of a line the 10,000-int point and
+# the "not run" mark already place.
 DASK_LIST_BUDGET = 1_000_000
 
 

@@ -29,17 +29,17 @@ from variants import VARIANTS
 TASKS = int(os.environ.get("BENCH_TASKS", "10000"))
 WORKERS = 2  # the machine's core count: more workers only add contention on the healthy path
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
-# A design this slow per round (dask: ~37 s for 10,000 tasks) is timed once: its spread over 3 rounds was
-# under 10% (34.3-37.3 s measured) against a 50x difference from the baseline, so two more rounds would
-# change no conclusion and cost over a minute each. The article's design is timed once too: its round ends at
-# a 5 s poll of its monitor (9.3 s measured for 10,000 tasks), so even its tenth-size warm-up takes ~5 s.
+# A design this slow per round is timed once: the article's design (12.2 s for 10,000 tasks, a8dcd0e), whose
+# spread over rounds is small against its 6x difference from the baseline. Dask's spread over 3 rounds was
+# under 10% too (34.3-37.3 s measured) when it was timed on every task.
 SLOW_ROUND = 10.0
 # The warm-up runs this fraction of the tasks: enough for imports and the page cache, and a tenth of the
 # cost for the slow designs (a full warm-up was 40 s of Dask, 9 s of the article's design, per bench run).
 WARMUP_FRACTION = 10
 # A design this slow per round is timed on a tenth of the tasks, once: Dask, 55 s for 10,000 tasks in the full
-# bench of ffc5682 (5.5 ms a task, its scheduler's per-task cost), a minute of the bench's 27 for one figure
-# that a tenth of the tasks gives alike (its start-up, ~1 s of the ~6, is a small share of it).
+# bench of ffc5682 (5.5 ms a task, its scheduler's per-task cost), a minute of the bench's 27. On 1,000 tasks
+# it took 5.4 s (a8dcd0e): its start-up, ~1 s, is spread over a tenth of the tasks, so its per-task figure is
+# up to ~20% high (5.4 against 5.5 ms measured: within its spread), against a 26x difference from the baseline.
 TENTH_ROUND = 30.0
 
 

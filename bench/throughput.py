@@ -47,18 +47,16 @@ TASKS = {0.0: 20_000, 0.0001: 10_000, 0.001: 1_000, 0.01: 100}
 QUICK_TASKS = {0.0: 5_000, 0.0001: 2_000, 0.001: 200, 0.01: 20}
 PER_WORKER = (0.001, 0.01)
 
-
-def tasks_for(seconds: float, workers: int, quick: bool = False) -> int:
-    """How many tasks a point of this duration and worker count runs (see TASKS)."""
-    base = (QUICK_TASKS if quick else TASKS)[seconds]
-    return base * workers if seconds in PER_WORKER else base
 # Seconds a point may take before it counts as "did not finish". The slowest point that finishes is the
-# article's design at 8 workers on 20,000 tiny tasks, 24 s measured: 40 s leaves it a 1.6x margin.
+# article's design at 8 workers on 20,000 tiny tasks: 30.6 s (ffc5682) and 27.2 s (a8dcd0e) in full runs,
+# which 40 s leaves a 1.3x margin. Dask's 8,000 tasks of 1 ms on 8 workers are predicted past it (~43 s at
+# its 5.4 ms per task, a8dcd0e) and are not run: its 2-worker point places it.
 POINT_LIMIT = 40.0
-# Seconds more for a process's first figure: it first starts, imports the design and runs one warm-up task
-# (Dask: its imports and a first LocalCluster, up to ~10 s measured with the other core busy).
+# Seconds for a points process to get ready: start, import the design, run one warm-up task and calibrate the
+# nap (Dask: its imports and a first LocalCluster, up to ~10 s measured with the other core busy).
 STARTUP_LIMIT = 30.0
 NOT_RUN = "not run: "  # how a point skipped for its predicted time begins its error
+NOT_READY = "not ready: "  # how the error of a points process that never got ready begins
 # A point of tiny tasks takes a fraction of a second, and one run of it moves by about 30% with the scheduler
 # on 2 busy cores (measured: 0.29-0.38 s for the same supervisor point, 0.16-0.20 s for the reference's). So a
 # point is run again, up to REPEATS runs, while its runs so far took less than REPEAT_BUDGET seconds, and its
@@ -68,6 +66,12 @@ NOT_RUN = "not run: "  # how a point skipped for its predicted time begins its e
 # within 1% run to run). A point thus takes at most about REPEAT_BUDGET plus one run.
 REPEATS = 3
 REPEAT_BUDGET = 1.0
+
+
+def tasks_for(seconds: float, workers: int, quick: bool = False) -> int:
+    """How many tasks a point of this duration and worker count runs (see TASKS)."""
+    base = (QUICK_TASKS if quick else TASKS)[seconds]
+    return base * workers if seconds in PER_WORKER else base
 
 
 def nap(seconds: float, item: int) -> int:
@@ -103,8 +107,8 @@ def _time(contender: str, workers: int, seconds: float, tasks: int) -> dict[str,
 
     job = functools.partial(nap, seconds)  # picklable: a module-level function and a float
     arrived: list[float] = []  # when each result reached the main process (on_result, or map's iterator)
-    count = arrived.append
-    first, last = window(tasks)
+    arrive = arrived.append
+    start, end = window(tasks)
 
     t0 = time.perf_counter()
     if contender == REFERENCE:
@@ -112,16 +116,16 @@ def _time(contender: str, workers: int, seconds: float, tasks: int) -> dict[str,
 
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
             for _ in ex.map(job, range(tasks), chunksize=CHUNKSIZE):
-                count(time.perf_counter())
+                arrive(time.perf_counter())
     else:
         from variants import VARIANTS
 
         VARIANTS[contender].run(job, range(tasks), workers=workers,
-                                on_result=lambda item, result: count(time.perf_counter()))
+                                on_result=lambda item, result: arrive(time.perf_counter()))
     elapsed = time.perf_counter() - t0
     done = len(arrived)
-    mid = arrived[last - 1] - arrived[first - 1] if done >= last and last > first else None
-    return {"elapsed": elapsed, "done": done, "mid": mid, "mid_tasks": last - first}
+    mid = arrived[end - 1] - arrived[start - 1] if done >= end and end > start else None
+    return {"elapsed": elapsed, "done": done, "mid": mid, "mid_tasks": end - start}
 
 
 # How long the nap's calibration runs per duration: the mean of naps adding up to about this many seconds
@@ -143,26 +147,28 @@ def _nap_seconds(seconds: float) -> float:
 def _best(contender: str, workers: int, seconds: float, tasks: int) -> dict[str, Any]:
     """The best of up to ``REPEATS`` runs of one point (see ``REPEAT_BUDGET``), every run listed in ``runs``;
     ``done`` is the fewest tasks any run did, so that one short run is not hidden by a complete one. ``mid``
-    is the best run's by the same rule (the shortest), None if any run had none."""
+    is the shortest of the runs' windows (the best, as for the total, though it may come from another
+    run), None if any run had none; ``mids`` lists them all."""
     runs = [_time(contender, workers, seconds, tasks)]
     while len(runs) < REPEATS and sum(r["elapsed"] for r in runs) < REPEAT_BUDGET:
         runs.append(_time(contender, workers, seconds, tasks))
     mids = [r.get("mid") for r in runs]
     return {"elapsed": min(r["elapsed"] for r in runs), "done": min(r["done"] for r in runs),
-            "runs": [r["elapsed"] for r in runs], "mid": None if None in mids else min(mids),
+            "runs": [r["elapsed"] for r in runs], "mid": None if None in mids else min(mids), "mids": mids,
             "mid_tasks": runs[0].get("mid_tasks")}
 
 
 def _points(spec: dict[str, Any]) -> None:
-    """The child: import, warm up, then each point; one JSON line per figure, as it is measured. The warm-up
-    is one unrecorded one-task run: the first run() of a process also starts multiprocessing's resource
-    tracker and fills the page cache (measured: a first one-task run 0.16 s, a 2,000-task run after it
-    0.13 s), which only the first point would pay."""
+    """The child: import, warm up, calibrate the nap, say it is ready (``{"ready": true}``), then each point;
+    one JSON line per figure, as it is measured. The warm-up is one unrecorded one-task run: the first run()
+    of a process also starts multiprocessing's resource tracker and fills the page cache (measured: a first
+    one-task run 0.16 s, a 2,000-task run after it 0.13 s), which only the first point would pay."""
     contender, workers = spec["contender"], spec["workers"]
     _import(contender)
     _time(contender, workers, 0.0, 1)
     todo = spec["points"]
     naps = {s: _nap_seconds(s) for s in {p["seconds"] for p in todo}}
+    print(json.dumps({"ready": True}), flush=True)
     for p in todo:
         got = _best(contender, workers, p["seconds"], p["tasks"])
         print(json.dumps({**p, **got, "nap": naps[p["seconds"]]}), flush=True)
@@ -217,7 +223,6 @@ def measure(contender: str, workers: int, points: list[dict[str, Any]], python: 
     ``ideal_nap`` and ``mid_ideal_nap``; or an ``error``. A point past ``limit`` ends its process (with
     everything it started); the points after it get a process of their own."""
     todo = [p for p in points if "total" not in p]
-    first = True  # no figure yet from this contender and worker count
     while todo:
         spec = {"contender": contender, "workers": workers,
                 "points": [{"seconds": p["seconds"], "tasks": p["tasks"]} for p in todo]}
@@ -229,11 +234,10 @@ def measure(contender: str, workers: int, points: list[dict[str, Any]], python: 
             failed = _collect(proc, todo, limit, stderr)
         if failed is None:
             break
-        if first and "total" not in todo[0]:  # no figure at all from this contender and worker count: every point says why
+        if failed.startswith(NOT_READY):  # it cannot import or start the design: every point says why
             for p in todo:
                 p.update(total=None, error=failed)
             break
-        first = False
         stuck = next(p for p in todo if "total" not in p)
         stuck.update(total=None, error=failed)
         todo = [p for p in todo if "total" not in p]
@@ -249,17 +253,19 @@ def measure(contender: str, workers: int, points: list[dict[str, Any]], python: 
 
 def _collect(proc: subprocess.Popen, todo: list[dict[str, Any]], limit: float,
              stderr: Any) -> str | None:
-    """Read the child's figures into ``todo``, each within ``limit`` s (the first within ``STARTUP_LIMIT``
-    more); then end its session. Returns why it stopped early, or None."""
+    """Read the child's ready line within ``STARTUP_LIMIT`` s, then its figures into ``todo``, each within
+    ``limit`` s; then end its session. Returns why it stopped early (beginning with ``NOT_READY`` if it never
+    got ready), or None."""
     lines: queue.Queue[str | None] = queue.Queue()
     reader = threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True)
     reader.start()
     failed = None
-    for n, p in enumerate(todo):
+    for p in [None, *todo]:  # None: the ready line
         try:
-            line = lines.get(timeout=limit + (STARTUP_LIMIT if n == 0 else 0.0))
+            line = lines.get(timeout=STARTUP_LIMIT if p is None else limit)
         except queue.Empty:
-            failed = f"did not finish within {limit:.0f} s"
+            failed = (f"{NOT_READY}within {STARTUP_LIMIT:.0f} s" if p is None
+                      else f"did not finish within {limit:.0f} s")
             break
         if line is None:  # the process ended (or closed its stdout) without this figure
             try:
@@ -267,11 +273,14 @@ def _collect(proc: subprocess.Popen, todo: list[dict[str, Any]], limit: float,
             except subprocess.TimeoutExpired:
                 pass
             stderr.seek(0)
-            failed = f"exited with code {proc.returncode} without a result: " + stderr.read()[-400:]
+            failed = (NOT_READY if p is None else "") + (f"exited with code {proc.returncode} without a result: "
+                                                         + stderr.read()[-400:])
             break
+        if p is None:
+            continue
         got = json.loads(line)
         p["total"], p["runs"] = got["elapsed"], got.get("runs")
-        p["mid"], p["mid_tasks"] = got.get("mid"), got.get("mid_tasks")
+        p["mid"], p["mids"], p["mid_tasks"] = got.get("mid"), got.get("mids"), got.get("mid_tasks")
         if got.get("nap"):
             p["nap"] = got["nap"]
         if got["done"] != p["tasks"]:
@@ -318,7 +327,9 @@ def chart(runs: list[dict[str, Any]], out: Path) -> str | None:
     from bench import report
 
     runs = [r for r in runs if "seconds" in r]  # not the "not installed" records
-    ref = {(r["workers"], r["seconds"]): r["total"] for r in runs
+    # The same point: workers, duration and task count (a design's records kept from an older run by --only may
+    # have run another count than the reference measured now: it is not divided by it, and a note says so).
+    ref = {(r["workers"], r["seconds"], r["tasks"]): r["total"] for r in runs
            if r["contender"] == REFERENCE and r.get("total")}
     if not ref:
         return None
@@ -329,10 +340,15 @@ def chart(runs: list[dict[str, Any]], out: Path) -> str | None:
         designs = [c for c in dict.fromkeys(r["contender"] for r in runs) if c != REFERENCE]
         for k, v in enumerate(designs):
             # side by side, not one marker behind another, where designs measure alike
-            pts = sorted((report._dodge(r["workers"], k, len(designs), 2), r["total"] / ref[(r["workers"], d)])
+            pts = sorted((report._dodge(r["workers"], k, len(designs), 2), r["total"] / ref[(r["workers"], d, r["tasks"])])
                          for r in runs if r["contender"] == v and r["seconds"] == d and r.get("total")
-                         and (r["workers"], d) in ref)
+                         and (r["workers"], d, r["tasks"]) in ref)
             failed = [r for r in runs if r["contender"] == v and r["seconds"] == d and not r.get("total")]
+            unmatched = [r for r in runs if r["contender"] == v and r["seconds"] == d and r.get("total")
+                         and (r["workers"], d, r["tasks"]) not in ref]
+            if unmatched:
+                notes.append(f"{v}, {d * 1000:g} ms tasks: {len(unmatched)} point(s) not drawn (no reference figure "
+                             f"for {unmatched[0]['tasks']:,} tasks on {unmatched[0]['workers']} workers)")
             if failed:
                 notes.append(f"{v}, {d * 1000:g} ms tasks: {len(failed)} point(s) not drawn "
                              f"({(failed[0].get('error') or '')[:110].strip()})")
@@ -358,12 +374,12 @@ def chart(runs: list[dict[str, Any]], out: Path) -> str | None:
                      "workers on 0 and 1 ms tasks, enough to place them")
     for d in durations:
         short = sorted({(r["workers"], r["tasks"]) for r in runs if r["seconds"] == d and d
-                        and r["tasks"] < CHUNKSIZE * r["workers"]})
+                        and -(-r["tasks"] // CHUNKSIZE) < r["workers"]})
         if short:
-            notes.append(f"{d * 1000:g} ms tasks: " + ", ".join(
-                f"{t} tasks on {w} workers make {-(-t // CHUNKSIZE)} chunk(s) of {CHUNKSIZE}" for w, t in short)
-                + ", so the reference runs them on that many workers at most (below 1× is the reference's "
-                  "chunking, not speed)")
+            notes.append(f"{d * 1000:g} ms tasks: " + ", ".join(f"{t} on {w} workers" for w, t in short)
+                         + " make " + ", ".join(str(-(-t // CHUNKSIZE)) for w, t in short)
+                         + f" chunk(s) of {CHUNKSIZE}: the reference runs them on that many workers (below 1× is its "
+                           "chunking, not speed)")
     fig.suptitle(f"How much slower than the reference, {REFERENCE}, is each design on short tasks?",
                  fontsize=10)
     fig.tight_layout(rect=(0.01, 0.05 * len(notes), 1, 0.8))
@@ -372,7 +388,8 @@ def chart(runs: list[dict[str, Any]], out: Path) -> str | None:
 
 
 def _tasks_label(runs: list[dict[str, Any]], d: float) -> str:
-    """"20,000 tasks", or "100 tasks per worker" where the count grows with the workers (PER_WORKER)."""
+    """The panel's task count: one figure, or so many per worker where the count grows with the workers
+    (PER_WORKER)."""
     counts = {r["workers"]: r["tasks"] for r in runs if r["seconds"] == d}
     per = {t // w for w, t in counts.items() if t % w == 0}
     if len(set(counts.values())) > 1 and len(per) == 1:
@@ -397,45 +414,38 @@ def text(runs: list[dict[str, Any]], link_base: str = "results") -> str:
     runs = [r for r in runs if "seconds" in r]
     contenders = [REFERENCE] + [c for c in dict.fromkeys(r["contender"] for r in runs) if c != REFERENCE]
     tiny = next((r["tasks"] for r in runs if r["seconds"] == 0.0), None)
-    lines = [f"| {tiny:,} tiny tasks, start-up included | " + " | ".join(f"{w} workers" for w in (2, 8)) + " |",
-             "|---|---|---|"]
-    for c in contenders:
-        lines.append(f"| `{c}` | {total(c, 2, 0.0)} | {total(c, 8, 0.0)} |")
-    for r in missing:
-        lines.append(f"| `{r['contender']}` | not installed | not installed |")
-    sup, ref = worst(runs, "supervisor"), worst(runs, REFERENCE)
-    durations = sorted({r["seconds"] for r in steady(runs, "supervisor")})
-    workers = sorted({r["workers"] for r in steady(runs, "supervisor")})
+    lines = []
+    if tiny is not None:
+        lines += [f"| {tiny:,} tiny tasks, start-up included | " + " | ".join(f"{w} workers" for w in (2, 8)) + " |",
+                  "|---|---|---|"]
+        for c in contenders:
+            lines.append(f"| `{c}` | {total(c, 2, 0.0)} | {total(c, 8, 0.0)} |")
+        for r in missing:
+            lines.append(f"| `{r['contender']}` | not installed | not installed |")
+    pts = with_mid(runs, "supervisor")
     lines.append("")
-    if sup is None:
-        lines.append("Supervisor once its workers are up: no 1 ms or 10 ms point was measured here.")
+    if not pts:
+        lines.append("Supervisor once its workers are up: not in this raw data (no complete 1 ms or 10 ms point, or "
+                     "data from before the rate once up was measured).")
     else:
-        def at(r: dict[str, Any]) -> str:
-            return (f"{r['mid'] / r['mid_ideal_nap']:.3f}× ({r['seconds'] * 1000:g} ms tasks, {r['workers']} workers; "
-                    f"{r['mid'] / r['mid_ideal']:.2f}× of the nominal duration, as the nap measured "
-                    f"{r['nap'] * 1000:.3g} ms)")
-
+        sup = max(pts, key=lambda r: r["mid"] / r["mid_ideal_nap"])
+        durations, workers = sorted({r["seconds"] for r in pts}), sorted({r["workers"] for r in pts})
         lines.append(f"Once its workers are up (the time from the result at a quarter of the tasks to the result at "
                      f"three quarters, inside the same runs), on {' and '.join(f'{d * 1000:g} ms' for d in durations)} "
-                     f"tasks at {', '.join(map(str, workers))} worker(s): the supervisor is at most {at(sup)} "
-                     "the ideal results × the nap's duration / workers"
-                     + (f"; the reference, where its chunks fill every worker, at most {at(ref)}" if ref else "")
-                     + ". The supervisor's rate for every point: "
-                     + ", ".join(f"{r['workers']}w {r['seconds'] * 1000:g} ms {r['mid'] / r['mid_ideal_nap']:.3f}×"
-                                 for r in steady(runs, "supervisor"))
+                     f"tasks at {', '.join(map(str, workers))} worker(s), the supervisor took at most "
+                     f"{sup['mid'] / sup['mid_ideal_nap']:.3f}× the ideal (the results in that window × the nap's "
+                     f"measured duration / workers; {sup['seconds'] * 1000:g} ms tasks, {sup['workers']} workers; "
+                     f"{sup['mid'] / sup['mid_ideal']:.2f}× the nominal duration, the nap measuring "
+                     f"{sup['nap'] * 1000:.3g} ms). Every point: "
+                     + ", ".join(f"{r['workers']} worker(s) {r['seconds'] * 1000:g} ms {r['mid'] / r['mid_ideal_nap']:.3f}×"
+                                 for r in pts)
                      + f". Chart: [throughput.png]({link_base}/throughput.png).")
     return "\n".join(lines)
 
 
-def steady(runs: list[dict[str, Any]], c: str) -> list[dict[str, Any]]:
-    """The points of 1 ms and 10 ms tasks where ``c``'s rate once the workers are up was measured (``mid``):
-    for the reference, only where its chunks of CHUNKSIZE fill every worker (fewer tasks are fewer chunks,
-    run on fewer workers than it has)."""
+def with_mid(runs: list[dict[str, Any]], c: str) -> list[dict[str, Any]]:
+    """``c``'s complete points of 1 ms and 10 ms tasks with a rate once the workers are up (``mid``). Not
+    asked of the reference: ``map`` hands its results over in chunks of CHUNKSIZE, in order, so its window's
+    ends fall on whole chunks (256 ms of work at 1 ms) and its ``mid`` is only that coarse."""
     return [r for r in runs if r["contender"] == c and r["seconds"] in PER_WORKER and r.get("mid")
-            and r.get("mid_ideal_nap") and (c != REFERENCE or r["tasks"] >= CHUNKSIZE * r["workers"])]
-
-
-def worst(runs: list[dict[str, Any]], c: str) -> dict[str, Any] | None:
-    """``c``'s point furthest from the ideal once the workers are up (the nap's measured duration)."""
-    pts = steady(runs, c)
-    return max(pts, key=lambda r: r["mid"] / r["mid_ideal_nap"]) if pts else None
+            and r.get("mid_ideal_nap") and r.get("total") and not r.get("error")]

@@ -149,10 +149,8 @@ TINY_LIMIT = 1.0
 def test_a_throughput_point_past_its_limit_is_killed_and_the_next_point_still_measured():
     from bench import throughput
 
-    # A process's first figure gets STARTUP_LIMIT more (imports, warm-up): the slow point comes second.
-    first, slow, quick = {"seconds": 0.0, "tasks": 50}, {"seconds": 0.01, "tasks": 500}, {"seconds": 0.0, "tasks": 50}
-    first_out, slow_out, quick_out = throughput.measure("supervisor", 2, [first, slow, quick], limit=TINY_LIMIT)
-    assert first_out["total"] > 0 and "error" not in first_out, first_out
+    slow, quick = {"seconds": 0.01, "tasks": 500}, {"seconds": 0.0, "tasks": 50}
+    slow_out, quick_out = throughput.measure("supervisor", 2, [slow, quick], limit=TINY_LIMIT)
     assert slow_out["total"] is None and "did not finish within 1 s" in slow_out["error"]
     assert quick_out["total"] > 0 and "error" not in quick_out, quick_out
     # its rate once up: from the 12th result (50 // 4) to the 37th, inside the same run
@@ -164,17 +162,21 @@ def test_a_throughput_figure_is_the_best_of_its_runs_within_the_repeat_budget(mo
     (fewer tasks done) is hidden by a complete one."""
     from bench import throughput
 
-    def fake(elapsed_and_done):
-        seq = iter(elapsed_and_done)
-        return lambda contender, workers, seconds, tasks: dict(zip(("elapsed", "done"), next(seq), strict=True))
+    def fake(elapsed_done_mid):
+        seq = iter(elapsed_done_mid)
+        return lambda contender, workers, seconds, tasks: dict(zip(("elapsed", "done", "mid"), next(seq), strict=True),
+                                                                mid_tasks=5)
 
-    monkeypatch.setattr(throughput, "_time", fake([(0.4, 10), (0.3, 10), (0.5, 9), (0.1, 10)]))
+    monkeypatch.setattr(throughput, "_time", fake([(0.4, 10, 0.2), (0.3, 10, 0.1), (0.25, 9, 0.15), (0.1, 10, 0.0)]))
     got = throughput._best("supervisor", 2, 0.0, 10)
-    assert got == {"elapsed": 0.3, "done": 9, "runs": [0.4, 0.3, 0.5], "mid": None, "mid_tasks": None}, got
+    assert got == {"elapsed": 0.25, "done": 9, "runs": [0.4, 0.3, 0.25], "mid": 0.1, "mids": [0.2, 0.1, 0.15],
+                   "mid_tasks": 5}, got
+    monkeypatch.setattr(throughput, "_time", fake([(0.4, 10, 0.2), (0.3, 10, None), (0.2, 10, 0.1)]))
+    assert throughput._best("supervisor", 2, 0.0, 10)["mid"] is None  # a run without a window: no figure
     slow = throughput.REPEAT_BUDGET + 0.1
-    monkeypatch.setattr(throughput, "_time", fake([(slow, 10), (0.1, 10)]))
-    assert throughput._best("supervisor", 2, 0.0, 10) == {"elapsed": slow, "done": 10, "runs": [slow], "mid": None,
-                                                          "mid_tasks": None}
+    monkeypatch.setattr(throughput, "_time", fake([(slow, 10, 0.2), (0.1, 10, 0.1)]))
+    assert throughput._best("supervisor", 2, 0.0, 10) == {"elapsed": slow, "done": 10, "runs": [slow], "mid": 0.2,
+                                                          "mids": [0.2], "mid_tasks": 5}
 
 
 def test_a_throughput_point_predicted_past_the_limit_is_not_run_and_says_why(monkeypatch):
@@ -183,12 +185,47 @@ def test_a_throughput_point_predicted_past_the_limit_is_not_run_and_says_why(mon
     timed = []
     monkeypatch.setattr(throughput, "measure", lambda c, w, points: timed.extend(p for p in points
                                                                                  if "total" not in p) or points)
-    runs = throughput.sweep(["dask_distributed"], quick=False, per_task={"dask_distributed": 0.005})
+    runs = throughput.sweep(["dask_distributed"], quick=False, per_task={"dask_distributed": 0.0055})
     dask = [r for r in runs if r["contender"] == "dask_distributed"]
     skipped = [r for r in dask if r.get("error", "").startswith("not run")]
-    assert {(r["seconds"], r["workers"]) for r in skipped} == {(0.0, 2), (0.0, 8)}  # 20,000 x 5 ms = 100 s
-    assert "5.0 ms per tiny task" in skipped[0]["error"]
-    assert {(r["seconds"], r["workers"]) for r in timed if r["contender"] == "dask_distributed"} == {(0.001, 2), (0.001, 8)}
+    # 20,000 x 5.5 ms = 110 s; 8 workers x 1,000 tasks of 1 ms at 5.5 ms each = 44 s: past the 40 s limit
+    assert {(r["seconds"], r["workers"]) for r in skipped} == {(0.0, 2), (0.0, 8), (0.001, 8)}
+    assert "5.5 ms per tiny task" in skipped[0]["error"]
+    # 2 workers x 1,000 tasks: 11 s
+    assert {(r["seconds"], r["workers"]) for r in timed if r["contender"] == "dask_distributed"} == {(0.001, 2)}
+
+
+def test_the_rate_once_up_is_timed_between_the_quarter_results(monkeypatch):
+    """Breaks if the window is not from the (n // 4)-th to the (3n // 4)-th result, or a short run gets one."""
+    from bench import throughput
+
+    assert [throughput.window(n) for n in (1, 2, 3, 4, 8, 100)] == [(1, 1), (1, 1), (1, 2), (1, 3), (2, 6), (25, 75)]
+    got = throughput._time("supervisor", 1, 0.0, 2)
+    assert got["done"] == 2 and got["mid"] is None  # no window in 2 results
+    clock = iter(range(0, 1000, 10))  # each call 10 "seconds" after the last: t0, the 8 results, the end
+    monkeypatch.setattr(throughput, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: next(clock))}))
+    monkeypatch.setattr("variants.VARIANTS", {"fake": type("V", (), {"run": staticmethod(
+        lambda job, items, workers, on_result: [on_result(i, job(i)) for i in items])})()})
+    got = throughput._time("fake", 1, 0.0, 8)
+    assert got == {"elapsed": 90, "done": 8, "mid": 40, "mid_tasks": 4}, got  # results 2..6 arrived at 20..60
+
+
+def test_the_readme_line_quotes_the_supervisors_worst_complete_point_once_up():
+    """Breaks if an incomplete point, the reference, or a point without a window is quoted."""
+    from bench import throughput
+
+    def pt(c, w, d, mid, **kw):
+        tasks = 1000 * w
+        return {"contender": c, "variant": c, "workers": w, "seconds": d, "tasks": tasks, "total": 2.0, "mid": mid,
+                "mid_tasks": tasks // 2, "mid_ideal": tasks // 2 * d / w, "nap": d * 1.1,
+                "mid_ideal_nap": tasks // 2 * d * 1.1 / w, **kw}
+
+    runs = [pt(throughput.REFERENCE, 8, 0.001, 0.9), pt("supervisor", 2, 0.001, 0.56), pt("supervisor", 8, 0.001, 0.58),
+            pt("supervisor", 4, 0.001, 0.9, error="3000 of 4000 tasks done"), pt("supervisor", 1, 0.01, None)]
+    line = throughput.text(runs).splitlines()[-1]
+    assert "at most 1.055× the ideal" in line and "8 workers" in line, line  # 0.58 / 0.55
+    assert "2 worker(s) 1 ms 1.018×" in line and "4 worker(s)" not in line and "10 ms" not in line, line
+    assert "not in this raw data" in throughput.text([pt("supervisor", 2, 0.001, None)])
 
 
 def test_admission_goes_past_jobs_only_while_the_cpu_is_idle(monkeypatch):

@@ -45,8 +45,9 @@ Rules it keeps (each one is a test in tests/test_supervisor_rules.py or an exper
 6. A worker's failure carries its cause: the job's traceback as ``__cause__``, a pickling fault with the
    original exception, a death with its signal and the kernel's OOM evidence for that worker.
 7. No worker waits for a round trip: while it runs one batch the next is already queued on its pipe, so
-   once the workers are up, short tasks run at the rate of tasks x duration / workers (bench/throughput.py
-   measures how close: ``mid`` against ``mid_ideal_nap``, in results/raw/throughput.json).
+   once the workers are up, short tasks that wait (I/O, a sleep) run at the rate of tasks x duration /
+   workers (bench/throughput.py measures how close: ``mid`` against ``mid_ideal_nap``, in
+   results/raw/throughput.json). Tasks that need the CPU run at the rate the cores allow.
 """
 
 from __future__ import annotations
