@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib
 import json
 import multiprocessing
+import os
 import queue
 import subprocess
 import sys
@@ -227,10 +228,13 @@ def measure(contender: str, workers: int, points: list[dict[str, Any]], python: 
         spec = {"contender": contender, "workers": workers,
                 "points": [{"seconds": p["seconds"], "tasks": p["tasks"]} for p in todo]}
         # A session of its own, so that a point past its limit goes with every process it started (Dask's
-        # nannies and workers), not only the one we started.
-        with tempfile.TemporaryFile("w+") as stderr:
+        # nannies and workers), not only the one we started; a TMPDIR of its own, removed after it, so that what
+        # they leave in the temporary folder (Dask's dask-scratch-space, multiprocessing's pymp-* folders, also
+        # after a SIGKILL) goes too.
+        with tempfile.TemporaryFile("w+") as stderr, tempfile.TemporaryDirectory(prefix="throughput-") as tmp:
             proc = subprocess.Popen([python, "-m", "bench.throughput", "points", json.dumps(spec)], cwd=ROOT,
-                                    stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True)
+                                    stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True,
+                                    env={**os.environ, "TMPDIR": tmp})
             failed = _collect(proc, todo, limit, stderr)
         if failed is None:
             break
