@@ -367,6 +367,12 @@ def chart_memory_trace(raw: dict[str, Any], out: Path) -> str | None:
     return _save(fig, out / "memory_over_time.png")
 
 
+def seconds_per_task(row: dict[str, Any]) -> float:
+    """An overhead record's median round per task: a design too slow for every task ran a tenth of them
+    (bench/test_overhead.py, TENTH_ROUND), so records compare per task, never per round."""
+    return row["median_s"] / row["tasks"]
+
+
 def chart_overhead(raw: dict[str, Any], out: Path) -> str | None:
     runs = raw.get("overhead", {}).get("runs", [])
     base = next((r for r in runs if r["variant"] == BASELINE), None)
@@ -377,14 +383,13 @@ def chart_overhead(raw: dict[str, Any], out: Path) -> str | None:
     missing = [v for v in VARIANTS if v not in rows]
     notes = [f"{v}: not measured ({VARIANTS[v].available()[1] or 'not in this run'})" for v in missing]
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(order) + 1.6 + NOTE_IN * len(notes)))
-    # per task: a design too slow for every task ran a tenth of them (bench/test_overhead.py, TENTH_ROUND)
-    rel = [rows[v]["median_s"] / rows[v]["tasks"] / (base["median_s"] / base["tasks"]) for v in order]
+    rel = [seconds_per_task(rows[v]) / seconds_per_task(base) for v in order]
     ys = list(range(len(order)))[::-1]
     bars = ax.barh(ys, rel, color=["white" if v == BASELINE else color(v) for v in order], edgecolor="black",
                    linewidth=0.6, hatch=["//" if v == BASELINE else "" for v in order])
     ax.set_yticks(ys, [f"{v} (baseline)" if v == BASELINE else v for v in order])
     for b, v in zip(bars, order, strict=True):
-        per_task = rows[v]["median_s"] / rows[v]["tasks"] * 1e6
+        per_task = seconds_per_task(rows[v]) * 1e6
         once = f", {rows[v]['rounds']} round" if rows[v]["rounds"] != base["rounds"] else ""
         once += f" of {rows[v]['tasks']:,} tasks" if rows[v]["tasks"] != base["tasks"] else ""
         ax.annotate(f"{rel[order.index(v)]:.2f}×, {per_task:.0f} µs/task{once}", (max(b.get_width(), 1.0), b.get_y()
@@ -538,7 +543,7 @@ def overhead_text(raw: dict[str, Any]) -> str:
     base = runs.get(BASELINE)
     if not base:
         return ""
-    parts = [f"`{v}` {r['median_s'] / r['tasks'] / (base['median_s'] / base['tasks']):.2f}×"
+    parts = [f"`{v}` {seconds_per_task(r) / seconds_per_task(base):.2f}×"
              + (f" (of {r['tasks']:,})" if r["tasks"] != base["tasks"] else "") for v, r in runs.items() if v != BASELINE]
     return (f"Healthy-path time per task relative to a plain `ProcessPoolExecutor.submit` + `add_done_callback` loop "
             f"({base['tasks']:,} tiny tasks, start-up included): " + ", ".join(parts) + ".\n")

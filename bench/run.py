@@ -280,7 +280,7 @@ def run_overhead(plan: Plan, tmp: Path) -> dict[str, Any]:
 
 def per_task(overhead: dict[str, Any] | None) -> dict[str, float]:
     """Seconds per tiny task of each design, from the overhead sweep's medians (empty without that sweep)."""
-    return {r["variant"]: r["median_s"] / r["tasks"] for r in (overhead or {}).get("runs", [])}
+    return {r["variant"]: report.seconds_per_task(r) for r in (overhead or {}).get("runs", [])}
 
 
 # -- stamping ----------------------------------------------------------------------------------------
