@@ -18,8 +18,8 @@ import tracemalloc
 
 import pytest
 
-import variants.supervisor as sup
 from variants.contract import RunFailed, RunReport
+from variants.supervisor import _core as sup
 from variants.supervisor import _worker
 
 # Detection is one wake-up: measured 4-10 ms on an idle 2-core machine. 0.15 s leaves 15x for a loaded CI
@@ -345,7 +345,7 @@ def test_the_run_timeout_counts_from_the_reported_clock_start():
 FD_BUDGET_SCRIPT = """
 import gc, json, os, resource, sys
 import psutil
-import variants.supervisor as sup
+from variants.supervisor import _core as sup
 
 def open_fds():
     gc.collect()  # unreachable pipes of a failed run are closed by their finalizers
@@ -600,6 +600,32 @@ def test_rule7_the_workers_are_kept_busy_once_up():
     assert got["done"] == tasks
     ratio = got["mid"] / (got["mid_tasks"] * nap / workers)
     assert ratio < BUSY_BOUND, f"{ratio:.3f}x the ideal once up; {got}"
+
+
+# What a spawned worker imports of this package: its own side only (variants/supervisor/__init__.py says why).
+WORKER_SIDE = ["variants", "variants.supervisor", "variants.supervisor._worker"]
+PROBE_JOB = """
+import sys
+
+
+def ours(_):
+    return sorted(name for name in sys.modules if name.split(".")[0] == "variants" or name == "dataclasses")
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_imports_only_its_own_side_of_the_supervisor(tmp_path, monkeypatch):
+    """Breaks if a spawned worker imports the main process's side (_core, contract and dataclasses): about
+    35 ms more of every worker's start-up, paid again at each replacement after a death."""
+    (tmp_path / "probe_job.py").write_text(PROBE_JOB)  # a job module that itself imports nothing of ours
+    monkeypatch.syspath_prepend(str(tmp_path))  # spawn hands sys.path to the worker
+    monkeypatch.delitem(sys.modules, "probe_job", raising=False)
+    import probe_job
+
+    got = []
+    sup.run(probe_job.ours, [0], workers=1, on_result=lambda item, result: got.append(result))
+    assert got == [WORKER_SIDE]
+    monkeypatch.delitem(sys.modules, "probe_job")
 
 
 @pytest.mark.timeout(30)

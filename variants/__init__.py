@@ -7,20 +7,32 @@ the designs. Its order is the reading order: each design answers the failure of 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from collections import namedtuple
 from types import ModuleType
-from typing import Any
 
-from .contract import KINDS, Fate, ItemFate, RunFailed, RunReport, check_arguments
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from .contract import RunReport
+
+# Kept free of imports a worker does not need: a spawned worker of a design in this package (the supervisor's)
+# imports this file first. So the contract's names are handed out on first use (PEP 562), and a Variant is a
+# named tuple rather than a dataclass (dataclasses imports inspect: about 12 ms per worker start).
+_CONTRACT = frozenset({"KINDS", "Fate", "ItemFate", "RunFailed", "RunReport", "check_arguments"})
 
 __all__ = ["KINDS", "VARIANTS", "Fate", "ItemFate", "RunFailed", "RunReport", "Variant", "check_arguments"]
 
 
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    module: str
-    requires: str | None = None  # the third-party package it wraps; experiments skip it when missing
+def __getattr__(name: str) -> object:
+    if name in _CONTRACT:
+        return getattr(importlib.import_module(f"{__name__}.contract"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class Variant(namedtuple("Variant", "name module requires", defaults=(None,))):
+    """A design: its name, its module, and the third-party package it wraps (``requires``; experiments skip
+    the design when it is missing)."""
+
+    __slots__ = ()
 
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -34,7 +46,7 @@ class Variant:
             return False, f"{self.name} needs {self.requires!r}, which is not installed ({e})"
         return True, ""
 
-    def run(self, job: Any, items: Any, **kwargs: Any) -> RunReport:
+    def run(self, job: object, items: object, **kwargs: object) -> RunReport:
         return self.load().run(job, items, **kwargs)
 
     @property

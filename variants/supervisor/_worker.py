@@ -27,8 +27,8 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
-from typing import Any
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 # Answers wait at most this long before they are sent: long enough to group thousands of tiny results
@@ -42,14 +42,14 @@ IDLE = -1.0  # slot position when no task is running
 GEN, POS, STARTED = 0, 1, 2
 
 
-def mark(slot: Any, pos: float, started: float = 0.0) -> None:
+def mark(slot: ctypes.Array, pos: float, started: float = 0.0) -> None:
     slot[GEN] += 1
     slot[POS] = pos
     slot[STARTED] = started
     slot[GEN] += 1
 
 
-def read(slot: Any) -> tuple[int, float] | None:
+def read(slot: ctypes.Array) -> tuple[int, float] | None:
     """``(pos, started)`` of the task running now, or None between tasks. Called by the parent.
 
     A read that never sees a whole write (the writer was preempted, or died, inside mark()) keeps POS,
@@ -104,11 +104,11 @@ class _Outbox:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.cond = threading.Condition()
-        self.waiting: list[tuple[Any, ...]] = []
+        self.waiting: list[tuple[object, ...]] = []
         self.since = 0.0
         threading.Thread(target=self._send_when_old, daemon=True, name="answers").start()
 
-    def put(self, answer: tuple[Any, ...]) -> None:
+    def put(self, answer: tuple[object, ...]) -> None:
         with self.cond:
             if not self.waiting:
                 self.since = time.monotonic()
@@ -142,7 +142,7 @@ class _Outbox:
                     return  # the parent is gone: the parent-watch thread or PDEATHSIG ends us
 
 
-def _run_one(job: Any, pos: int, blob: bytes, slot: Any) -> tuple[Any, ...]:
+def _run_one(job: Callable[[object], object], pos: int, blob: bytes, slot: ctypes.Array) -> tuple[object, ...]:
     t0 = time.monotonic()
     mark(slot, pos, t0)  # from here until the result is pickled, a death or a hang is this task's
     try:
@@ -165,8 +165,9 @@ def _run_one(job: Any, pos: int, blob: bytes, slot: Any) -> tuple[Any, ...]:
         mark(slot, IDLE)
 
 
-def main(conn: Connection, job: Any, parent_pid: int, slot: Any, initializer: Any = None,
-         initargs: tuple[Any, ...] = (), address_space: int | None = None) -> None:
+def main(conn: Connection, job: Callable[[object], object], parent_pid: int, slot: ctypes.Array,
+         initializer: Callable[..., object] | None = None,
+         initargs: tuple[object, ...] = (), address_space: int | None = None) -> None:
     _die_with_parent(parent_pid)
     # Ctrl-C reaches the whole foreground process group; the supervisor decides what stops, not us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
