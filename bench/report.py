@@ -449,7 +449,9 @@ def stamp_text(raw: dict[str, Any]) -> str:
         reps = f"{st['reps']} repetition(s)" + (f" of {', '.join(st['repeated'])}, one of every other matrix row"
                                                  if st.get("repeated") and st["reps"] > 1 else "")
         if st.get("jobs", 1) > 1:
-            reps += f"; fault sweeps {st['jobs']} runs at a time" + (
+            shared = ("fault and memory sweeps" if any(s.startswith("memory") for s in st.get("overlapped", ()))
+                      else "fault sweeps")
+            reps += f"; {shared} {st['jobs']} runs at a time" + (
                 f", up to {st['most_runs_at_once']} while the CPU was idle" if (st.get("most_runs_at_once") or 0)
                 > st["jobs"] else "")
         lines.append(f"{which}measured {st['date']} by `python bench/run.py` ({st['mode']} mode, {reps}; "

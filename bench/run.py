@@ -317,6 +317,7 @@ def stamp(plan: Plan, started: float, seconds: dict[str, float], most: dict[str,
     return machine_stamp() | {
         "mode": "quick" if plan.quick else "full",
         "reps": plan.reps, "repeated": sorted(plan.repeated), "sweeps": plan.sweeps, "jobs": plan.jobs,
+        "overlapped": [s for s in OVERLAPPABLE if s in plan.sweeps],
         "most_runs_at_once": (most or {}).get("runs"),
         "bench_seconds": round(time.monotonic() - started, 1),
         "sweep_seconds": {k: round(v, 1) for k, v in seconds.items()},
@@ -332,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS), help="output folder (default: results/)")
     ap.add_argument("--render-only", action="store_true", help="rebuild charts and tables from OUT/raw only")
     ap.add_argument("--jobs", type=int, default=2, choices=(1, 2),
-                    help="runs at a time in the fault sweeps (matrix, latency), whose runs mostly wait; stamped. "
+                    help="runs at a time in the fault sweeps (matrix, latency), whose runs mostly wait, and the "
+                         "memory sweeps but the trace; stamped. "
                          "Default 2, and more while the CPU is idle (a 2-core machine's full run in well under half "
                          "the time); 1: every figure measured alone")
     args = ap.parse_args(argv)
@@ -397,18 +399,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-# Sweeps whose runs mostly wait (sleeps, polls, hangs until the watchdog): with --jobs 2 two of them run at
-# a time, and more while the machine is idle (Admission). The memory sweeps (peak RSS, a sampled trace) and
-# the overhead timing always run alone.
-OVERLAPPABLE = ("matrix", "latency_workers", "latency_payload")
+# Sweeps whose runs share the machine: with --jobs 2 two of them run at a time, and more while the machine is
+# idle (Admission). The fault sweeps' runs mostly wait (sleeps, polls, hangs until the watchdog). The memory
+# sweeps' figures are peaks (the runner's ru_maxrss, its workers' peak from the harness), not times, so they
+# fill that idle time; the only one that moves with the CPU's speed is a backlog of results, which grows when
+# the main process is slower than its workers, and a shared core slows both. The sampled trace (its time axis),
+# the continue-mode timeout, the overhead timing and the throughput sweep always run alone.
+OVERLAPPABLE = ("matrix", "latency_workers", "latency_payload", "memory_tasks", "memory_payload", "memory_article")
 # Of the fault sweeps' run time, 46% is spent more than 3 s into a run (1474 run-seconds in the full run of
 # 2799d3a, 675 of them past 3 s): a hang waiting for its watchdog, billiard's terminate() sleeping, Dask closing
 # its cluster. Such a run leaves a core idle. Beyond ``jobs`` runs, one more is admitted, up to EXTRA_RUNS more,
 # only when the machine's CPU use over the last IDLE_WINDOW s was under IDLE_BELOW percent (less than 0.7 of
 # one of 2 cores busy) and no run was admitted in that window, so the runs that are computing never
-# share a core with more than they would at ``jobs`` at a time, like ``make -l``.
-EXTRA_RUNS = 4
-IDLE_WINDOW = 1.0
+# share a core with more than they would at ``jobs`` at a time, like ``make -l``. With up to 4 more, one a
+# second, the machine was still idle for most of the fault sweeps: the matrix of pool, as_completed and
+# billiard_pool ran at a mean 43% CPU, under 50% for 60% of its seconds, and took 148 s. With up to 8 more,
+# one each half second: 112 s, 10 runs at once at most, and the median change of a detection latency over
+# its 60 runs was -1 ms (the same outcome in each; billiard's own spread, up to 6 s, on both sides).
+EXTRA_RUNS = 8
+IDLE_WINDOW = 0.5
 IDLE_BELOW = 35.0
 
 

@@ -188,7 +188,7 @@ def test_a_throughput_point_predicted_past_the_limit_is_not_run_and_says_why(mon
     runs = throughput.sweep(["dask_distributed"], quick=False, per_task={"dask_distributed": 0.0055})
     dask = [r for r in runs if r["contender"] == "dask_distributed"]
     skipped = [r for r in dask if r.get("error", "").startswith("not run")]
-    # 20,000 x 5.5 ms = 110 s; 8 workers x 1,000 tasks of 1 ms at 5.5 ms each = 44 s: past the 40 s limit
+    # 20,000 x 5.5 ms = 110 s; 8 workers x 1,000 tasks of 1 ms at 5.5 ms each = 44 s: past the 20 s limit
     assert {(r["seconds"], r["workers"]) for r in skipped} == {(0.0, 2), (0.0, 8), (0.001, 8)}
     assert "5.5 ms per tiny task" in skipped[0]["error"]
     # 2 workers x 1,000 tasks: 11 s
