@@ -456,39 +456,64 @@ class Admission:
 def measure(todo: list[Any], jobs: int, bar: Any, seconds: dict[str, float],
             results: dict[int, dict[str, Any]], most: dict[str, int] | None = None) -> list[tuple[str, dict[str, Any]]]:
     """Every run of the plan into ``results`` (by position: the caller keeps what was measured if a run
-    fails), returned in the plan's order. First repetitions before later ones, so a hang proven at
-    repetition 0 spares the later repetitions of its point; with ``jobs`` > 1 the overlappable sweeps'
-    runs go ``jobs`` at a time (more while the CPU is idle: ``Admission``; the most at once goes into
-    ``most["runs"]``), everything else one at a time."""
+    fails), returned in the plan's order. A later repetition of a point starts only once its first one ended,
+    so a hang proven at repetition 0 spares it (``run_one``). With ``jobs`` > 1 the overlappable sweeps' runs
+    go ``jobs`` at a time (more while the CPU is idle: ``Admission``; the most at once goes into
+    ``most["runs"]``), spread out (``spread``), then everything else one at a time."""
     proven_hung: dict[tuple[Any, ...], dict[str, Any]] = {}
     lock = threading.Lock()
     admission = Admission(jobs, EXTRA_RUNS)
+    first_ended = {point(j): threading.Event() for j in todo if j[5] == 0}
 
     def one(i: int) -> None:
         job = todo[i]
-        with admission if jobs > 1 and job[0] in OVERLAPPABLE else contextlib.nullcontext():
-            t = time.monotonic()
-            rec = run_one(job, proven_hung)
-            with lock:
-                results[i] = rec
-                seconds[job[0]] += time.monotonic() - t
+        first = first_ended.get(point(job))
+        if job[5] > 0 and first is not None and not first.wait(FIRST_REP_LIMIT):
+            raise RuntimeError(f"repetition 0 of {point(job)} did not end within {FIRST_REP_LIMIT:.0f} s")
+        try:
+            with admission if jobs > 1 and job[0] in OVERLAPPABLE else contextlib.nullcontext():
+                t = time.monotonic()
+                rec = run_one(job, proven_hung)
+                with lock:
+                    results[i] = rec
+                    seconds[job[0]] += time.monotonic() - t
+        finally:
+            if job[5] == 0 and first is not None:
+                first.set()  # also when it failed: the later repetitions run (or the run is failing anyway)
         bar.set_postfix_str(f"{job[0]} {job[1].name} {job[2]} w={job[3]}", refresh=False)
         bar.update()
 
-    phases = [[i for i, j in enumerate(todo) if j[0] in OVERLAPPABLE and j[5] == 0],
-              [i for i, j in enumerate(todo) if j[0] in OVERLAPPABLE and j[5] > 0],
-              [i for i, j in enumerate(todo) if j[0] not in OVERLAPPABLE]]
-    for n, phase in enumerate(phases):
-        if jobs > 1 and n < 2:
-            with ThreadPoolExecutor(jobs + EXTRA_RUNS, thread_name_prefix="bench-lane") as lanes:
-                for f in [lanes.submit(one, i) for i in phase]:
-                    f.result()  # a failure in a lane fails the run, as it would one at a time
-        else:
-            for i in phase:
-                one(i)
+    shared = [i for i, j in enumerate(todo) if j[0] in OVERLAPPABLE]
+    alone = [i for i, j in enumerate(todo) if j[0] not in OVERLAPPABLE]
+    if jobs > 1:
+        order = spread(todo, [i for i in shared if todo[i][5] == 0]) + [i for i in shared if todo[i][5] > 0]
+        with ThreadPoolExecutor(jobs + EXTRA_RUNS, thread_name_prefix="bench-lane") as lanes:
+            for f in [lanes.submit(one, i) for i in order]:
+                f.result()  # a failure in a lane fails the run, as it would one at a time
+    else:
+        alone = sorted(shared, key=lambda i: todo[i][5] > 0) + alone
+    for i in alone:
+        one(i)
     if most is not None:
         most["runs"] = admission.most
     return [(todo[i][0], results[i]) for i in sorted(results)]
+
+
+# A run ends within its watchdog (the longest: the healthy runs' 900 s, plus allowances) and the harness's
+# bounded reaping; a later repetition waits at most this long for its first.
+FIRST_REP_LIMIT = 1800.0
+
+
+def spread(todo: list[Any], indices: list[int]) -> list[int]:
+    """``indices`` reordered so that each design's runs of each sweep are spread evenly over the whole list:
+    the k-th of a group's n runs at (k + 1/2) / n of the way. The plan lists a design's runs together and its
+    memory sweeps last; in that order Dask's runs (each starting a cluster: seconds of CPU) came one after
+    another, and the memory runs, which compute, only after every fault run, which mostly waits."""
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for i in indices:
+        groups[(todo[i][2], todo[i][0])].append(i)
+    where = {i: (k + 0.5) / len(g) for g in groups.values() for k, i in enumerate(g)}
+    return sorted(indices, key=where.__getitem__)  # stable: equal places keep the plan's order
 
 
 def link_base(out: Path) -> str:
