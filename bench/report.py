@@ -449,9 +449,7 @@ def stamp_text(raw: dict[str, Any]) -> str:
         reps = f"{st['reps']} repetition(s)" + (f" of {', '.join(st['repeated'])}, one of every other matrix row"
                                                  if st.get("repeated") and st["reps"] > 1 else "")
         if st.get("jobs", 1) > 1:
-            shared = ("fault and memory sweeps" if any(s.startswith("memory") for s in st.get("overlapped", ()))
-                      else "fault sweeps")
-            reps += f"; {shared} {st['jobs']} runs at a time" + (
+            reps += f"; {shared_sweeps(st)} {st['jobs']} runs at a time" + (
                 f", up to {st['most_runs_at_once']} while the CPU was idle" if (st.get("most_runs_at_once") or 0)
                 > st["jobs"] else "")
         lines.append(f"{which}measured {st['date']} by `python bench/run.py` ({st['mode']} mode, {reps}; "
@@ -463,6 +461,14 @@ def stamp_text(raw: dict[str, Any]) -> str:
         if "stamp" in d and d["stamp"].get("amended"):
             lines.append(f"Amended ({name}): {d['stamp']['amended']}.")
     return "\n\n".join(lines)
+
+
+def shared_sweeps(st: dict[str, Any]) -> str:
+    """Which sweeps' runs shared the machine, from the stamp's ``overlapped`` list (older stamps: the fault ones)."""
+    shared = st.get("overlapped", ["matrix"])
+    kinds = [k for k, there in (("fault", any(not s.startswith("memory") for s in shared)),
+                                ("memory", any(s.startswith("memory") for s in shared))) if there]
+    return " and ".join(kinds) + " sweeps"
 
 
 SUITE = "suite"  # raw/suite.json: written by the test suite itself (LAB_RECORD_SUITE=1 python -m pytest)

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -105,9 +105,9 @@ class Plan:
             return cls(False, variants, sweeps, matrix_scenarios=list(SCENARIOS), jobs=jobs)
         # --quick: every sweep and chart exercised at one or two points, small (CI runs it on the README's
         # install; the goal is under 2 minutes there). Its figures check the machinery, they are not results.
-        # Its runs are CPU-bound on 2 cores (spawns and imports): overlapping the memory sweeps too saved nothing
-        # measurable (112 s against 116 s), so it is made smaller instead: a trace of 10 article tasks, not 30
-        # (8 trace runs took 33 s of its ~2 minutes).
+        # Its runs are CPU-bound on 2 cores (spawns and imports): sharing the machine between its sweeps saves
+        # little (112 s against 116 s when that was first tried), so it is made smaller instead: a trace of 10
+        # article tasks, not 30 (8 trace runs took 33 s of its ~2 minutes).
         return cls(True, variants, sweeps, reps=1, jobs=jobs, matrix_scenarios=["worker_killed", "callback_raises"],
                    workers=(2, 4), payloads=(10**4,), task_counts=(50,), task_counts_n=1000, payload_items=10,
                    trace_items=10, overhead_tasks=500, overhead_rounds=1, article_sweep=False, continue_reps=1)
@@ -158,8 +158,20 @@ def items_accounted(sc: Scenario, r: dict[str, Any]) -> bool | None:
     return not (done_set & left_set) and (done_set | left_set) == {repr(i) for i in range(expected)}
 
 
-def jobs_for(plan: Plan) -> list[tuple[str, Scenario, str, int, int, int, dict[str, Any]]]:
-    """Every (sweep, scenario, variant, workers, n, rep, extra) the plan runs, in order."""
+class Job(NamedTuple):
+    """One run of the plan."""
+
+    sweep: str
+    scenario: Scenario
+    variant: str
+    workers: int
+    n: int  # the job's payload (ints per result)
+    rep: int  # repetition number
+    extra: dict[str, Any]  # items, sample_memory
+
+
+def jobs_for(plan: Plan) -> list[Job]:
+    """Every run the plan makes, in order."""
     out = []
     oom_ok = cgroup.availability()[0]
 
@@ -171,7 +183,7 @@ def jobs_for(plan: Plan) -> list[tuple[str, Scenario, str, int, int, int, dict[s
             # Each task builds, pickles and unpickles n ints: ~1 s per 10^6 ints on a loaded 2-core machine
             # (measured), which the scenario's short watchdog does not allow for at 10^7: a slow run is not a hang.
             sc.kwargs["watchdog"] = sc.kwargs.get("watchdog", 30.0) + n / 10**6
-        out.append((sweep, sc, variant, workers, sc.kwargs["job"].get("n", 0), rep, extra))
+        out.append(Job(sweep, sc, variant, workers, sc.kwargs["job"].get("n", 0), rep, extra))
 
     for v in plan.variants:
         if "matrix" in plan.sweeps:
@@ -220,13 +232,13 @@ def retained_mb(variant: str, n: int, items: int) -> float:
     return items * n * 8 / 2**20 if variant == "as_completed" else 0.0
 
 
-def point(job) -> tuple[Any, ...]:
+def point(job: Job) -> tuple[Any, ...]:
     """A sweep point: everything that defines a run but its repetition number."""
     sweep, sc, variant, workers, n, _rep, extra = job
     return sweep, sc.name, variant, workers, n, extra.get("items")
 
 
-def run_one(job, proven_hung: dict[tuple[Any, ...], dict[str, Any]] | None = None) -> dict[str, Any]:
+def run_one(job: Job, proven_hung: dict[tuple[Any, ...], dict[str, Any]] | None = None) -> dict[str, Any]:
     sweep, sc, variant, workers, n, rep, extra = job
     kwargs = dict(sc.kwargs)
     if "items" in extra:
@@ -389,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as e:  # Ctrl-C included: what was measured is kept, never discarded
         if not by_sweep:
             for i in sorted(measured):
-                by_sweep[todo[i][0]].append(measured[i])
+                by_sweep[todo[i].sweep].append(measured[i])
         if by_sweep:
             keep_partial(out, by_sweep, stamp(plan, started, seconds, most), e)
         raise
@@ -401,10 +413,14 @@ def main(argv: list[str] | None = None) -> int:
 
 # Sweeps whose runs share the machine: with --jobs 2 two of them run at a time, and more while the machine is
 # idle (Admission). The fault sweeps' runs mostly wait (sleeps, polls, hangs until the watchdog). The memory
-# sweeps' figures are peaks (the runner's ru_maxrss, its workers' peak from the harness), not times, so they
-# fill that idle time; the only one that moves with the CPU's speed is a backlog of results, which grows when
-# the main process is slower than its workers, and a shared core slows both. The sampled trace (its time axis),
-# the continue-mode timeout, the overhead timing and the throughput sweep always run alone.
+# sweeps' figures are peaks (the runner's ru_maxrss and what it reports), not times, so they can use that idle
+# time; the only one that moves with the CPU's speed is a backlog of results, which grows when the main process
+# is slower than its workers, and a shared core slows both. The sampled trace (its time axis), the continue-mode
+# timeout, the overhead timing and the throughput sweep always run alone. Measured in the full run of 18ec0f2
+# against a8dcd0e's, where the memory sweeps ran alone after the fault sweeps: the two parts took about 900 s
+# together against 690 + 332 s (the memory runs themselves took 484 run-seconds against 332); the median
+# detection latency of a matrix or latency point moved by a ratio of 0.99-1.00 (181, 75 and 39 points), the
+# supervisor's ms figures both ways within their run-to-run spread.
 OVERLAPPABLE = ("matrix", "latency_workers", "latency_payload", "memory_tasks", "memory_payload", "memory_article")
 # Of the fault sweeps' run time, 46% is spent more than 3 s into a run (1474 run-seconds in the full run of
 # 2799d3a, 675 of them past 3 s): a hang waiting for its watchdog, billiard's terminate() sleeping, Dask closing
@@ -463,55 +479,61 @@ def measure(todo: list[Any], jobs: int, bar: Any, seconds: dict[str, float],
     proven_hung: dict[tuple[Any, ...], dict[str, Any]] = {}
     lock = threading.Lock()
     admission = Admission(jobs, EXTRA_RUNS)
-    first_ended = {point(j): threading.Event() for j in todo if j[5] == 0}
+    first_ended = {point(j): threading.Event() for j in todo if j.rep == 0}
 
     def one(i: int) -> None:
         job = todo[i]
         first = first_ended.get(point(job))
-        if job[5] > 0 and first is not None and not first.wait(FIRST_REP_LIMIT):
+        if job.rep > 0 and first is not None and not first.wait(FIRST_REP_LIMIT):
             raise RuntimeError(f"repetition 0 of {point(job)} did not end within {FIRST_REP_LIMIT:.0f} s")
         try:
-            with admission if jobs > 1 and job[0] in OVERLAPPABLE else contextlib.nullcontext():
+            with admission if jobs > 1 and job.sweep in OVERLAPPABLE else contextlib.nullcontext():
                 t = time.monotonic()
                 rec = run_one(job, proven_hung)
                 with lock:
                     results[i] = rec
-                    seconds[job[0]] += time.monotonic() - t
+                    seconds[job.sweep] += time.monotonic() - t
         finally:
-            if job[5] == 0 and first is not None:
+            if job.rep == 0 and first is not None:
                 first.set()  # also when it failed: the later repetitions run (or the run is failing anyway)
-        bar.set_postfix_str(f"{job[0]} {job[1].name} {job[2]} w={job[3]}", refresh=False)
+        bar.set_postfix_str(f"{job.sweep} {job.scenario.name} {job.variant} w={job.workers}", refresh=False)
         bar.update()
 
-    shared = [i for i, j in enumerate(todo) if j[0] in OVERLAPPABLE]
-    alone = [i for i, j in enumerate(todo) if j[0] not in OVERLAPPABLE]
+    shared = [i for i, j in enumerate(todo) if j.sweep in OVERLAPPABLE]
+    alone = [i for i, j in enumerate(todo) if j.sweep not in OVERLAPPABLE]
     if jobs > 1:
-        order = spread(todo, [i for i in shared if todo[i][5] == 0]) + [i for i in shared if todo[i][5] > 0]
+        order = spread(todo, [i for i in shared if todo[i].rep == 0]) + [i for i in shared if todo[i].rep > 0]
         with ThreadPoolExecutor(jobs + EXTRA_RUNS, thread_name_prefix="bench-lane") as lanes:
-            for f in [lanes.submit(one, i) for i in order]:
-                f.result()  # a failure in a lane fails the run, as it would one at a time
+            try:
+                for f in [lanes.submit(one, i) for i in order]:
+                    f.result()  # a failure in a lane fails the run, as it would one at a time
+            except BaseException:  # Ctrl-C included: the runs not started are dropped, the running ones end
+                lanes.shutdown(cancel_futures=True)
+                raise
     else:
-        alone = sorted(shared, key=lambda i: todo[i][5] > 0) + alone
+        alone = sorted(shared, key=lambda i: todo[i].rep > 0) + alone
     for i in alone:
         one(i)
     if most is not None:
         most["runs"] = admission.most
-    return [(todo[i][0], results[i]) for i in sorted(results)]
+    return [(todo[i].sweep, results[i]) for i in sorted(results)]
 
 
-# A run ends within its watchdog (the longest: the healthy runs' 900 s, plus allowances) and the harness's
-# bounded reaping; a later repetition waits at most this long for its first.
+# How long a later repetition waits for its first to end: the first may still be waiting for a slot (the whole
+# shared part of a full run took about 15 minutes, 18ec0f2) and then runs within its watchdog (at most 900 s, a healthy
+# run's) plus the harness's bounded reaping. The later repetitions are queued after every first one, so they
+# rarely wait at all.
 FIRST_REP_LIMIT = 1800.0
 
 
-def spread(todo: list[Any], indices: list[int]) -> list[int]:
+def spread(todo: list[Job], indices: list[int]) -> list[int]:
     """``indices`` reordered so that each design's runs of each sweep are spread evenly over the whole list:
     the k-th of a group's n runs at (k + 1/2) / n of the way. The plan lists a design's runs together and its
     memory sweeps last; in that order Dask's runs (each starting a cluster: seconds of CPU) came one after
     another, and the memory runs, which compute, only after every fault run, which mostly waits."""
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
     for i in indices:
-        groups[(todo[i][2], todo[i][0])].append(i)
+        groups[(todo[i].variant, todo[i].sweep)].append(i)
     where = {i: (k + 0.5) / len(g) for g in groups.values() for k, i in enumerate(g)}
     return sorted(indices, key=where.__getitem__)  # stable: equal places keep the plan's order
 

@@ -65,7 +65,7 @@ def project() -> Iterator[Path]:
         folder = Path(tmp)
         assert ROOT not in folder.resolve().parents
         (folder / PACKAGE).mkdir()
-        (folder / PACKAGE / "__init__.py").write_text("")  # "its __init__.py may be empty"
+        (folder / PACKAGE / "__init__.py").write_text("")  # "keep its __init__.py empty or light"
         for rel in files_to_copy(text):
             dest = folder / PACKAGE / rel
             dest.parent.mkdir(parents=True, exist_ok=True)

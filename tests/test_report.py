@@ -296,6 +296,10 @@ def test_overhead_times_a_slow_design_once_and_a_very_slow_one_on_a_tenth_of_the
     assert seen == [10, 10, 10]
 
 
+# A free lane takes a queued run within microseconds; 1 s is far above any thread start-up on a loaded machine.
+SECOND_REP_WAIT = 1.0
+
+
 def test_the_shared_runs_are_spread_and_a_later_repetition_waits_for_its_first(monkeypatch):
     """Breaks if a design's runs of a sweep stay bunched together, or a repetition starts before its first
     ended (a hang it proves would then not spare the repetition)."""
@@ -304,27 +308,35 @@ def test_the_shared_runs_are_spread_and_a_later_repetition_waits_for_its_first(m
     from bench import run
 
     sc = SimpleNamespace(name="s")
-    todo = [(sweep, sc, v, 4, n, 0, {}) for v in ("a", "b") for sweep, count in (("matrix", 6), ("memory_tasks", 2))
-            for n in range(count)]
+    todo = [run.Job(sweep, sc, v, 4, n, 0, {}) for v in ("a", "b")
+            for sweep, count in (("matrix", 6), ("memory_tasks", 2)) for n in range(count)]
     order = run.spread(todo, list(range(len(todo))))
     assert sorted(order) == list(range(len(todo)))
     memory_at = [k for k, i in enumerate(order) if todo[i][0] == "memory_tasks"]
     assert memory_at[0] < len(order) / 2 < memory_at[-1], f"the memory runs bunched at one end: {memory_at}"
     assert [todo[i][2] for i in order[:2]] == ["a", "b"], "one design's runs first, the other's after"
 
-    ended, started = threading.Event(), []
+    second_started, started = threading.Event(), []
 
     def fake_run_one(job, proven):
-        started.append(job[5])
-        if job[5] == 0:
-            time.sleep(0.3)  # the first repetition is still running when the lanes reach the second
-            ended.set()
+        started.append(job.rep)
+        if job.rep == 0:
+            # If the second repetition did not wait for this one, a free lane starts it while this one waits.
+            assert not second_started.wait(SECOND_REP_WAIT), "repetition 1 started before repetition 0 ended"
         else:
-            assert ended.is_set(), "repetition 1 started before repetition 0 ended"
-        return {"rep": job[5]}
+            second_started.set()
+        return {"rep": job.rep}
 
     monkeypatch.setattr(run, "run_one", fake_run_one)
-    reps = [("matrix", sc, "a", 4, 0, rep, {}) for rep in (0, 1)]
+    reps = [run.Job("matrix", sc, "a", 4, 0, rep, {}) for rep in (0, 1)]
     bar = SimpleNamespace(set_postfix_str=lambda *a, **k: None, update=lambda: None)
     got = run.measure(reps, 2, bar, defaultdict(float), {})
     assert [r["rep"] for _, r in got] == [0, 1] and started == [0, 1]
+
+
+
+def test_the_stamp_line_names_the_sweeps_that_shared_the_machine():
+    assert report.shared_sweeps({"overlapped": ["matrix", "latency_workers", "memory_tasks"]}) == "fault and memory sweeps"
+    assert report.shared_sweeps({"overlapped": ["memory_tasks", "memory_payload"]}) == "memory sweeps"
+    assert report.shared_sweeps({"overlapped": ["matrix"]}) == "fault sweeps"
+    assert report.shared_sweeps({}) == "fault sweeps"  # a stamp from before the memory sweeps shared it

@@ -609,23 +609,27 @@ import sys
 
 
 def ours(_):
-    return sorted(name for name in sys.modules if name.split(".")[0] == "variants" or name == "dataclasses")
+    return sorted(name for name in sys.modules if name.split(".")[0] == "variants")
 """
 
 
 @pytest.mark.timeout(60)
 def test_a_worker_imports_only_its_own_side_of_the_supervisor(tmp_path, monkeypatch):
-    """Breaks if a spawned worker imports the main process's side (_core, contract and dataclasses): about
-    35 ms more of every worker's start-up, paid again at each replacement after a death."""
+    """Breaks if a spawned worker imports the main process's side (_core, contract.py and with it dataclasses):
+    about 35 ms more of every worker's start-up, paid again at each replacement after a death. Only this
+    package's modules are compared: what else a worker holds depends on how the test was started (spawn
+    imports the main script again, pytest's own when run as ``pytest``)."""
     (tmp_path / "probe_job.py").write_text(PROBE_JOB)  # a job module that itself imports nothing of ours
     monkeypatch.syspath_prepend(str(tmp_path))  # spawn hands sys.path to the worker
-    monkeypatch.delitem(sys.modules, "probe_job", raising=False)
-    import probe_job
+    sys.modules.pop("probe_job", None)
+    try:
+        import probe_job
 
-    got = []
-    sup.run(probe_job.ours, [0], workers=1, on_result=lambda item, result: got.append(result))
+        got = []
+        sup.run(probe_job.ours, [0], workers=1, on_result=lambda item, result: got.append(result))
+    finally:
+        sys.modules.pop("probe_job", None)
     assert got == [WORKER_SIDE]
-    monkeypatch.delitem(sys.modules, "probe_job")
 
 
 @pytest.mark.timeout(30)

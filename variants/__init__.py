@@ -28,6 +28,10 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _CONTRACT)
+
+
 class Variant(namedtuple("Variant", "name module requires", defaults=(None,))):
     """A design: its name, its module, and the third-party package it wraps (``requires``; experiments skip
     the design when it is missing)."""

@@ -62,9 +62,13 @@ __all__ = ["NAME", "Options", "RunFailed", "RunReport", "Source", "run"]
 
 def __getattr__(name: str) -> object:
     """``run``, ``Options`` and the rest of _core's names, importing _core the first time one is asked for."""
-    if name.startswith("__"):  # dunder lookups (pickle, copy, introspection) must not import the loop
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}._core"), name)
+    missing = AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name.startswith("__"):  # a dunder lookup (pickle's, copy's, a worker's unpickling) must not import _core
+        raise missing
+    try:
+        return getattr(importlib.import_module(f"{__name__}._core"), name)
+    except AttributeError:
+        raise missing from None
 
 
 def __dir__() -> list[str]:
