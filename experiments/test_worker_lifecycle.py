@@ -278,7 +278,12 @@ def test_workers_are_recycled_after_n_tasks(variant, tmp_path):
     assert max(per_pid.values()) <= RECYCLE_AFTER, f"a worker ran more than {RECYCLE_AFTER} tasks: {per_pid}"
     assert len(per_pid) >= math.ceil(RECYCLE_ITEMS / RECYCLE_AFTER), per_pid
     if variant == VARIANT:
-        assert len(per_pid) == 6, f"60 tasks, 10 per worker: six workers, got {len(per_pid)}"
+        # A worker is replaced only once it was sent RECYCLE_AFTER tasks, so only the workers still alive when the
+        # items ran out (RECYCLE_WORKERS at most) ran fewer. Six workers of ten tasks is the usual split, not a
+        # rule: a replacement ready before the last items are dealt takes some of them (seven workers, 6 + 4 for
+        # the last two, seen in CI once the workers started 13 ms sooner).
+        short = {pid: n for pid, n in per_pid.items() if n < RECYCLE_AFTER}
+        assert len(short) <= RECYCLE_WORKERS, f"a worker was replaced before its {RECYCLE_AFTER} tasks: {per_pid}"
         retired = [n for n in o.result["report"]["notes"] if n.startswith("retired ")]
         assert len(retired) == 1 and int(retired[0].split()[1]) >= 5, o.result["report"]["notes"]
 
