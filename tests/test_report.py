@@ -312,9 +312,9 @@ def test_the_shared_runs_are_spread_and_a_later_repetition_waits_for_its_first(m
             for sweep, count in (("matrix", 6), ("memory_tasks", 2)) for n in range(count)]
     order = run.spread(todo, list(range(len(todo))))
     assert sorted(order) == list(range(len(todo)))
-    memory_at = [k for k, i in enumerate(order) if todo[i][0] == "memory_tasks"]
+    memory_at = [k for k, i in enumerate(order) if todo[i].sweep == "memory_tasks"]
     assert memory_at[0] < len(order) / 2 < memory_at[-1], f"the memory runs bunched at one end: {memory_at}"
-    assert [todo[i][2] for i in order[:2]] == ["a", "b"], "one design's runs first, the other's after"
+    assert [todo[i].variant for i in order[:2]] == ["a", "b"], "one design's runs first, the other's after"
 
     second_started, started = threading.Event(), []
 
@@ -332,7 +332,6 @@ def test_the_shared_runs_are_spread_and_a_later_repetition_waits_for_its_first(m
     bar = SimpleNamespace(set_postfix_str=lambda *a, **k: None, update=lambda: None)
     got = run.measure(reps, 2, bar, defaultdict(float), {})
     assert [r["rep"] for _, r in got] == [0, 1] and started == [0, 1]
-
 
 
 def test_the_stamp_line_names_the_sweeps_that_shared_the_machine():

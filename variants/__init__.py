@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 # named tuple rather than a dataclass (dataclasses imports inspect: about 12 ms per worker start).
 _CONTRACT = frozenset({"KINDS", "Fate", "ItemFate", "RunFailed", "RunReport", "check_arguments"})
 
-__all__ = ["KINDS", "VARIANTS", "Fate", "ItemFate", "RunFailed", "RunReport", "Variant", "check_arguments"]
+__all__ = sorted(_CONTRACT | {"VARIANTS", "Variant"})
 
 
 def __getattr__(name: str) -> object:
