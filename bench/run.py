@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -90,8 +91,11 @@ class Plan:
     overhead_tasks: int = 10_000
     overhead_rounds: int = 3
     # The supervisor at 100 tasks and at ARTICLE_TASKS tasks of the article's payload: does the main process's
-    # peak grow with the task count? 2,000 tasks (20x) answer it in about a minute; 10,000 took 5 minutes of
-    # a 2-core machine for the same flat line (35 vs 33 MiB measured), and memory_tasks already goes to 10,000.
+    # peak grow with the task count? 2,000 tasks (20x) answer it; 10,000 took 5 minutes of a 2-core machine for
+    # the same flat line (35 vs 33 MiB measured), and memory_tasks already goes to 10,000. Its workers build each
+    # list in one step (``instant``): the main process receives the same 1,000,000 ints, and the supervisor holds
+    # at most one result per worker whatever the workers' pace; the article's loop made this sweep 104 s of the
+    # bench's CPU-bound shared part (18ec0f2), for a figure of the main process only.
     article_sweep: bool = True
     # With the matrix: the supervisor's run timeout with every worker hung in continue mode (a figure of its
     # own, not a matrix row: no other design has continue mode). Three runs give its spread; 3.5 s each.
@@ -213,7 +217,7 @@ def jobs_for(plan: Plan) -> list[Job]:
                 add("memory_tasks", _healthy, v, n=plan.task_counts_n, items=count)
             if plan.article_sweep and v == "supervisor":
                 for count in (100, ARTICLE_TASKS):
-                    add("memory_article", _healthy, v, n=ARTICLE_N, items=count)
+                    add("memory_article", functools.partial(_healthy, instant=True), v, n=ARTICLE_N, items=count)
         if "memory_payload" in plan.sweeps:
             for n in plan.payloads:
                 add("memory_payload", _healthy, v, n=n, items=plan.payload_items)
@@ -222,8 +226,9 @@ def jobs_for(plan: Plan) -> list[Job]:
     return out
 
 
-def _healthy(workers: int = 4, n: int = ARTICLE_N) -> Scenario:
-    return Scenario("healthy", {"job": {"type": "Workload", "n": n}, "items": 100,
+def _healthy(workers: int = 4, n: int = ARTICLE_N, instant: bool = False) -> Scenario:
+    job = {"type": "Workload", "n": n, **({"instant": True} if instant else {})}
+    return Scenario("healthy", {"job": job, "items": 100,
                                 "run_kwargs": {"workers": workers}, "watchdog": 900}, None, "healthy run")
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from experiments import expect
@@ -199,3 +202,59 @@ def test_margins_lists_the_measurement_nearest_its_bound_first():
             {"test": "unbounded", "detect": 9.0}]
     got = [(round(used, 2), test, name) for used, test, name, _, _ in margins(rows)]
     assert got == [(0.9, "near", "detect_max"), (0.33, "near", "detect_min"), (0.25, "far", "detect_max")]
+
+
+# Bounds a wait for a SIGKILLed process to be seen dead: the kernel delivers SIGKILL at once and a `sleep` has no
+# memory to tear down (milliseconds); 5 s only fails on a watch that never sees the death.
+DEATH_SEEN_LIMIT = 5.0
+
+
+# The group's leader for the GroupWatch test: starts a `sleep` in its own group on each line read, prints its
+# pid, and never reaps one (a killed one stays a zombie). Members must come from the leader: setpgid cannot join
+# a group of another session.
+LEADER = """
+import subprocess, sys
+kids = []
+for line in sys.stdin:
+    kids.append(subprocess.Popen(["sleep", "60"]))
+    print(kids[-1].pid, flush=True)
+"""
+
+
+def test_group_watch_answers_from_a_known_member_and_scans_only_for_no(monkeypatch):
+    """``GroupWatch``, the observer's question every TICK: a member still alive answers "yes" without a scan of
+    the process table; a member killed but not yet reaped (a zombie) is not alive; a member started after the
+    last scan is found by the scan a "no" makes. The runner itself (``exclude``) never counts."""
+    scans = []
+    real_scan = harness._scan
+    monkeypatch.setattr(harness, "_scan", lambda pgid: scans.append(pgid) or real_scan(pgid))
+    leader = subprocess.Popen([sys.executable, "-c", LEADER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, start_new_session=True)
+
+    def start_member() -> int:
+        leader.stdin.write("start\n")
+        leader.stdin.flush()
+        return int(leader.stdout.readline())
+
+    try:
+        watch = harness.GroupWatch(leader.pid, exclude=leader.pid)
+        assert not watch.any_alive(), "the leader is excluded: nothing else is in its group yet"
+        first = start_member()
+        assert watch.any_alive() and watch.known == [first]
+        before = len(scans)
+        assert all(watch.any_alive() for _ in range(20))
+        assert len(scans) == before, "a known live member must answer without scanning /proc"
+        os.kill(first, signal.SIGKILL)  # the leader never reaps it: a zombie
+        deadline = time.monotonic() + DEATH_SEEN_LIMIT
+        while watch.any_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not watch.any_alive(), "a killed member still counted as alive"
+        assert psutil.Process(first).status() == psutil.STATUS_ZOMBIE, "the case is a zombie, unreaped"
+        second = start_member()
+        assert watch.any_alive() and watch.known == [second], "a member started after the last scan"
+    finally:
+        harness.kill_group(leader.pid)
+        leader.wait(DEATH_SEEN_LIMIT)
+        leader.stdin.close()
+        leader.stdout.close()
+        psutil.wait_procs(harness.group_members(leader.pid), timeout=DEATH_SEEN_LIMIT)

@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import cgroup
 from .events import read_events, stamp
 
 __all__ = ["read_events", "stamp"]  # kept importable as jobs.stamp / jobs.read_events (runner.py uses them)
@@ -142,6 +141,8 @@ class OomAt(Workload):
     limit_mb: int = 64
 
     def misbehave(self, item: Any) -> None:
+        from . import cgroup  # here, not at the top: psutil, which it imports, is most of a worker's import time
+
         cgroup.enter_limited_cgroup(self.limit_mb << 20)
         stamp(self.events, "fault", item)
         hog = []
