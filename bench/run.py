@@ -430,16 +430,19 @@ OVERLAPPABLE = ("matrix", "latency_workers", "latency_payload", "memory_tasks", 
 # Of the fault sweeps' run time, 46% is spent more than 3 s into a run (1474 run-seconds in the full run of
 # 2799d3a, 675 of them past 3 s): a hang waiting for its watchdog, billiard's terminate() sleeping, Dask closing
 # its cluster. Such a run leaves a core idle. Beyond ``jobs`` runs, one more is admitted, up to EXTRA_RUNS more,
-# only when the machine's CPU use over the last IDLE_WINDOW s was under IDLE_BELOW percent (less than 0.7 of
-# one of 2 cores busy) and no run was admitted in that window, so the runs that are computing never
-# share a core with more than they would at ``jobs`` at a time, like ``make -l``. With up to 4 more, one a
-# second, the machine was still idle for most of the fault sweeps: the matrix of pool, as_completed and
-# billiard_pool ran at a mean 43% CPU, under 50% for 60% of its seconds, and took 148 s. With up to 8 more,
-# one each half second: 112 s, 10 runs at once at most, and the median change of a detection latency over
-# its 60 runs was -1 ms (the same outcome in each; billiard's own spread, up to 6 s, on both sides).
+# only when the machine's CPU use over the last IDLE_WINDOW s was under IDLE_BELOW percent (at least one of 2
+# cores idle) and no run was admitted in that window, like ``make -l``. With up to 4 more, one a second, the
+# machine was still idle for most of the fault sweeps: the matrix of pool, as_completed and billiard_pool ran at
+# a mean 43% CPU, under 50% for 60% of its seconds, and took 148 s. With up to 8 more, one each half second:
+# 112 s, 10 runs at once at most, and the median change of a detection latency over its 60 runs was -1 ms (the
+# same outcome in each; billiard's own spread, up to 6 s, on both sides). Under 35% (0.7 of a core busy), the
+# shared part of the full run of 135f757 still used only 1.16 of the 2 cores on average (900 CPU-seconds in
+# 779 s) and never had more than 7 runs at once: the runs that compute (the memory sweeps, Dask's and mpire's
+# start-ups) kept the machine just over 35% while the slots were held by runs that wait. Under 50%, a run is
+# admitted only where a whole core is free.
 EXTRA_RUNS = 8
 IDLE_WINDOW = 0.5
-IDLE_BELOW = 35.0
+IDLE_BELOW = 50.0
 
 
 class Admission:
@@ -485,6 +488,7 @@ def measure(todo: list[Any], jobs: int, bar: Any, seconds: dict[str, float],
     lock = threading.Lock()
     admission = Admission(jobs, EXTRA_RUNS)
     first_ended = {point(j): threading.Event() for j in todo if j.rep == 0}
+    t0 = time.monotonic()
 
     def one(i: int) -> None:
         job = todo[i]
@@ -492,9 +496,12 @@ def measure(todo: list[Any], jobs: int, bar: Any, seconds: dict[str, float],
         if job.rep > 0 and first is not None and not first.wait(FIRST_REP_LIMIT):
             raise RuntimeError(f"repetition 0 of {point(job)} did not end within {FIRST_REP_LIMIT:.0f} s")
         try:
-            with admission if jobs > 1 and job.sweep in OVERLAPPABLE else contextlib.nullcontext():
-                t = time.monotonic()
+            shared = jobs > 1 and job.sweep in OVERLAPPABLE
+            with admission if shared else contextlib.nullcontext():
+                t, at_once = time.monotonic(), admission.active if shared else 1
                 rec = run_one(job, proven_hung)
+                # When it started in the bench, and how many runs were going then (it included): the timeline.
+                rec.update(started=round(t - t0, 3), at_once=at_once)
                 with lock:
                     results[i] = rec
                     seconds[job.sweep] += time.monotonic() - t
