@@ -315,6 +315,11 @@ def test_the_shared_runs_are_spread_and_a_later_repetition_waits_for_its_first(m
     memory_at = [k for k, i in enumerate(order) if todo[i].sweep == "memory_tasks"]
     assert memory_at[0] < len(order) / 2 < memory_at[-1], f"the memory runs bunched at one end: {memory_at}"
     assert [todo[i].variant for i in order[:2]] == ["a", "b"], "one design's runs first, the other's after"
+    # Four designs' four payloads, largest last in each: their largest land in four different quarters.
+    todo = [run.Job("memory_payload", sc, v, 4, n, 0, {}) for v in "abcd" for n in range(4)]
+    order = run.spread(todo, list(range(len(todo))))
+    largest_at = sorted(k * 4 // len(order) for k, i in enumerate(order) if todo[i].n == 3)
+    assert largest_at == [0, 1, 2, 3], f"every design's largest payload in the same part of the bench: {largest_at}"
 
     second_started, started = threading.Event(), []
 
@@ -332,6 +337,8 @@ def test_the_shared_runs_are_spread_and_a_later_repetition_waits_for_its_first(m
     bar = SimpleNamespace(set_postfix_str=lambda *a, **k: None, update=lambda: None)
     got = run.measure(reps, 2, bar, defaultdict(float), {})
     assert [r["rep"] for _, r in got] == [0, 1] and started == [0, 1]
+    (_, first), (_, second) = got  # the timeline: when each started, and how many runs were going then
+    assert second["started"] - first["started"] >= SECOND_REP_WAIT and first["at_once"] == second["at_once"] == 1, got
 
 
 def test_the_stamp_line_names_the_sweeps_that_shared_the_machine():
