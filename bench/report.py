@@ -474,15 +474,21 @@ def shared_sweeps(st: dict[str, Any]) -> str:
 SUITE = "suite"  # raw/suite.json: written by the test suite itself (LAB_RECORD_SUITE=1 python -m pytest)
 
 
+def installed(st: dict[str, Any]) -> str:
+    """Which install a stamped command ran on: the same command runs the Dask rows only where distributed is
+    installed (`.[dev,dask]`), minutes more. A stamp lists a missing package with the version None."""
+    if (st.get("packages") or {}).get("distributed"):
+        return " with the `dask` extra installed"
+    return " on the README's install (`.[dev]`, no Dask)"
+
+
 def durations_text(raw: dict[str, Any]) -> str:
     """How long the README's two commands took here, from their own stamped records (never typed by hand)."""
     parts = []
     suite = raw.get(SUITE)
     if suite:
         st = suite["stamp"]
-        # The same command runs the Dask rows only where distributed is installed (`.[dev,dask]`), minutes more.
-        extras = " with the `dask` extra installed" if "distributed" in st.get("packages", {}) else ""
-        parts.append(f"`python -m pytest`{extras} took {suite['seconds'] / 60:.1f} min ({suite['passed']} passed, "
+        parts.append(f"`python -m pytest`{installed(st)} took {suite['seconds'] / 60:.1f} min ({suite['passed']} passed, "
                      f"{suite['skipped']} skipped, {suite['workers']} xdist worker(s); {st['implementation']} "
                      f"{st['python']}, {st['cpus']} CPUs; {st['date']}, commit `{st['git_commit'][:10]}`"
                      f"{' (dirty)' if st['git_dirty'] else ''})")
@@ -490,7 +496,7 @@ def durations_text(raw: dict[str, Any]) -> str:
     for st in sorted(runs.values(), key=lambda st: st["date"]):
         sweeps = "every sweep" if set(st.get("sweeps") or []) >= set(SWEEPS) else ", ".join(st.get("sweeps") or [])
         flags = (" --quick" if st["mode"] == "quick" else "") + (" --jobs 1" if st.get("jobs", 1) == 1 else "")
-        parts.append(f"`python bench/run.py{flags}` took "
+        parts.append(f"`python bench/run.py{flags}`{installed(st)} took "
                      f"{st['bench_seconds'] / 60:.1f} min ({sweeps}; {st['date']})")
     if not parts:
         return ""

@@ -346,3 +346,19 @@ def test_the_stamp_line_names_the_sweeps_that_shared_the_machine():
     assert report.shared_sweeps({"overlapped": ["memory_tasks", "memory_payload"]}) == "memory sweeps"
     assert report.shared_sweeps({"overlapped": ["matrix"]}) == "fault sweeps"
     assert report.shared_sweeps({}) == "fault sweeps"  # a stamp from before the memory sweeps shared it
+
+
+def test_the_durations_line_says_which_install_each_command_ran_on():
+    """A stamp lists a package that is not installed with the version None: the suite measured on the README's
+    own install (no Dask) must not be said to have run with the dask extra (the render of 20f136c's record did)."""
+    def stamp(distributed):
+        return {"date": "2026-12-04T19:57:49+00:00", "python": "3.11.7", "implementation": "CPython", "cpus": 2,
+                "git_commit": "0" * 40, "git_dirty": False, "packages": {"psutil": "7", "distributed": distributed},
+                "mode": "full", "sweeps": list(report.SWEEPS), "jobs": 2, "bench_seconds": 873.1}
+
+    suite = {"seconds": 483.0, "passed": 536, "skipped": 55, "workers": 2}
+    readme = report.durations_text({report.SUITE: {**suite, "stamp": stamp(None)}, "matrix": {"stamp": stamp("2026.8.0")}})
+    assert "`python -m pytest` on the README's install (`.[dev]`, no Dask) took 8.1 min" in readme, readme
+    assert "`python bench/run.py` with the `dask` extra installed took 14.6 min" in readme, readme
+    extras = report.durations_text({report.SUITE: {**suite, "stamp": stamp("2026.8.0")}})
+    assert "`python -m pytest` with the `dask` extra installed took" in extras, extras
