@@ -57,6 +57,9 @@ RESULTS = ROOT / "results"
 README = ROOT / "README.md"
 
 ARTICLE_TASKS = 2_000
+# Seconds the article's loop takes to build its 1,000,000 ints one append at a time: 37-41 ms measured on an idle
+# core (jobs.Workload, 38f8c5a's machine).
+ARTICLE_LOOP = 0.04
 MEMORY_BUDGET_MB = 6000  # a run whose retained results would exceed this is not run (drawn "not run")
 # dask's protocol serializes a list result element by element: ~2 s per 100,000 ints measured (see
 # experiments/lab/scenarios.py; in a full bench, beside its other runs, nearer 4 s). A run moving more list
@@ -93,9 +96,11 @@ class Plan:
     # The supervisor at 100 tasks and at ARTICLE_TASKS tasks of the article's payload: does the main process's
     # peak grow with the task count? 2,000 tasks (20x) answer it; 10,000 took 5 minutes of a 2-core machine for
     # the same flat line (35 vs 33 MiB measured), and memory_tasks already goes to 10,000. Its workers build each
-    # list in one step (``instant``): the main process receives the same 1,000,000 ints, and the supervisor holds
-    # at most one result per worker whatever the workers' pace; the article's loop made this sweep 104 s of the
-    # bench's CPU-bound shared part (18ec0f2), for a figure of the main process only.
+    # list in one step (``instant``) after sleeping as long as the article's loop takes (ARTICLE_LOOP): the main
+    # process receives the same 1,000,000 ints at the same pace, and the loop's CPU (this sweep was 104 s of the
+    # bench's CPU-bound shared part, 18ec0f2) is spared. The pace matters: without the sleep (135f757-38f8c5a) the
+    # supervisor's peak was 37-40 MiB at 2,000 tasks against 33 at 100, because its workers hold answers back for
+    # up to 5 ms (FLUSH_AFTER) and so sent several 1,000,000-int results in one message.
     article_sweep: bool = True
     # With the matrix: the supervisor's run timeout with every worker hung in continue mode (a figure of its
     # own, not a matrix row: no other design has continue mode). Three runs give its spread; 3.5 s each.
@@ -217,7 +222,8 @@ def jobs_for(plan: Plan) -> list[Job]:
                 add("memory_tasks", _healthy, v, n=plan.task_counts_n, items=count)
             if plan.article_sweep and v == "supervisor":
                 for count in (100, ARTICLE_TASKS):
-                    add("memory_article", functools.partial(_healthy, instant=True), v, n=ARTICLE_N, items=count)
+                    add("memory_article", functools.partial(_healthy, instant=True, delay=ARTICLE_LOOP), v,
+                        n=ARTICLE_N, items=count)
         if "memory_payload" in plan.sweeps:
             for n in plan.payloads:
                 add("memory_payload", _healthy, v, n=n, items=plan.payload_items)
@@ -226,8 +232,8 @@ def jobs_for(plan: Plan) -> list[Job]:
     return out
 
 
-def _healthy(workers: int = 4, n: int = ARTICLE_N, instant: bool = False) -> Scenario:
-    job = {"type": "Workload", "n": n, **({"instant": True} if instant else {})}
+def _healthy(workers: int = 4, n: int = ARTICLE_N, instant: bool = False, delay: float = 0.0) -> Scenario:
+    job = {"type": "Workload", "n": n, **({"instant": True, "delay": delay} if instant else {})}
     return Scenario("healthy", {"job": job, "items": 100,
                                 "run_kwargs": {"workers": workers}, "watchdog": 900}, None, "healthy run")
 
@@ -430,23 +436,24 @@ OVERLAPPABLE = ("matrix", "latency_workers", "latency_payload", "memory_tasks", 
 # Of the fault sweeps' run time, 46% is spent more than 3 s into a run (1474 run-seconds in the full run of
 # 2799d3a, 675 of them past 3 s): a hang waiting for its watchdog, billiard's terminate() sleeping, Dask closing
 # its cluster. Such a run leaves a core idle. Beyond ``jobs`` runs, one more is admitted, up to EXTRA_RUNS more,
-# only when the machine's CPU use over the last IDLE_WINDOW s was under IDLE_BELOW percent (at least one of 2
-# cores idle) and no run was admitted in that window, like ``make -l``. With up to 4 more, one a second, the
+# only when the machine's CPU use over the last IDLE_WINDOW s (the average over all its cores) was under
+# IDLE_BELOW percent and no run was admitted in that window, like ``make -l``. With up to 4 more, one a second, the
 # machine was still idle for most of the fault sweeps: the matrix of pool, as_completed and billiard_pool ran at
 # a mean 43% CPU, under 50% for 60% of its seconds, and took 148 s. With up to 8 more, one each half second:
 # 112 s, 10 runs at once at most, and the median change of a detection latency over its 60 runs was -1 ms (the
 # same outcome in each; billiard's own spread, up to 6 s, on both sides). Under 35% (0.7 of a core busy), the
 # shared part of the full run of 135f757 still used only 1.16 of the 2 cores on average (900 CPU-seconds in
 # 779 s) and never had more than 7 runs at once: the runs that compute (the memory sweeps, Dask's and mpire's
-# start-ups) kept the machine just over 35% while the slots were held by runs that wait. Under 50%, a run is
-# admitted only where a whole core is free.
+# start-ups) kept the machine just over 35% while the slots were held by runs that wait. Under 50%: on 2 cores, a
+# run is admitted only while, on average over the window, a core's worth of CPU time is free.
 EXTRA_RUNS = 8
 IDLE_WINDOW = 0.5
 IDLE_BELOW = 50.0
 
 
 class Admission:
-    """How many runs may start: ``jobs`` at any time, up to ``extra`` more while the CPU is idle."""
+    """How many runs may start: ``jobs`` at any time, up to ``extra`` more while the CPU is idle. Entering waits
+    for a slot and gives the number of runs going, this one included."""
 
     def __init__(self, jobs: int, extra: int) -> None:
         self.jobs, self.extra = jobs, extra
@@ -456,7 +463,7 @@ class Admission:
         self.last = 0.0  # when the last run beyond ``jobs`` was admitted
         psutil.cpu_percent(interval=None)  # starts the CPU window
 
-    def __enter__(self) -> Admission:
+    def __enter__(self) -> int:
         with self.cond:
             while True:
                 if self.active < self.jobs:
@@ -469,7 +476,7 @@ class Admission:
                 self.cond.wait(timeout=IDLE_WINDOW)  # a bounded wait: re-check the CPU once a window
             self.active += 1
             self.most = max(self.most, self.active)
-        return self
+            return self.active  # the runs going now, this one included (read under the lock)
 
     def __exit__(self, *exc: object) -> None:
         with self.cond:
@@ -497,8 +504,8 @@ def measure(todo: list[Any], jobs: int, bar: Any, seconds: dict[str, float],
             raise RuntimeError(f"repetition 0 of {point(job)} did not end within {FIRST_REP_LIMIT:.0f} s")
         try:
             shared = jobs > 1 and job.sweep in OVERLAPPABLE
-            with admission if shared else contextlib.nullcontext():
-                t, at_once = time.monotonic(), admission.active if shared else 1
+            with admission if shared else contextlib.nullcontext(1) as at_once:
+                t = time.monotonic()
                 rec = run_one(job, proven_hung)
                 # When it started in the bench, and how many runs were going then (it included): the timeline.
                 rec.update(started=round(t - t0, 3), at_once=at_once)

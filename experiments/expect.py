@@ -29,8 +29,8 @@ from variants import VARIANTS
 
 # Generous bounds for event-driven detection. Measured figures are in milliseconds (bench/run.py
 # writes them to results/); 1.0 s leaves room for a loaded 2-core CI machine spawning replacement
-# processes and for the harness's own 5 ms scan period, yet is 5x below the article's 5 s poll, so it
-# still separates "noticed at once" from "noticed at the next poll".
+# processes and for the harness's own 5 ms observation period (harness.TICK), yet is 5x below the
+# article's 5 s poll, so it still separates "noticed at once" from "noticed at the next poll".
 PROMPT = 1.0
 # The article's poll interval, the callback_monitor default.
 POLL = 5.0

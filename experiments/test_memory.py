@@ -4,7 +4,8 @@ The article rejects ``as_completed`` because the retained futures list keeps eve
 its callback design (and the supervisor) drop each result once handled. Measured: the runner's own
 kernel high-water mark (VmHWM) for 25 and 200 tasks; the slope between them. The workers build each list
 in one step (``instant``): the parent receives the same 1,000,000 ints, and the suite does not spend
-~80 ms of worker CPU per task on the article's append loop (bench/run.py keeps the loop).
+~80 ms of worker CPU per task on the article's append loop (bench/run.py's memory_article does the same, after a
+sleep as long as the loop; its memory_trace and memory_payload keep the loop).
 """
 
 from __future__ import annotations

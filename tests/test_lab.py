@@ -209,8 +209,8 @@ def test_margins_lists_the_measurement_nearest_its_bound_first():
 DEATH_SEEN_LIMIT = 5.0
 
 
-# The group's leader for the GroupWatch test: starts a `sleep` in its own group on each line read, prints its
-# pid, and never reaps one (a killed one stays a zombie). Members must come from the leader: setpgid cannot join
+# The group's leader for the GroupWatch test: starts a `sleep` in the leader's own group on each line read, prints
+# its pid, and never reaps one (a killed one stays a zombie). Members must come from the leader: setpgid cannot join
 # a group of another session.
 LEADER = """
 import subprocess, sys
@@ -221,10 +221,11 @@ for line in sys.stdin:
 """
 
 
-def test_group_watch_answers_from_a_known_member_and_scans_only_for_no(monkeypatch):
-    """``GroupWatch``, the observer's question every TICK: a member still alive answers "yes" without a scan of
-    the process table; a member killed but not yet reaped (a zombie) is not alive; a member started after the
-    last scan is found by the scan a "no" makes. The runner itself (``exclude``) never counts."""
+def test_group_watch_answers_from_a_known_member_and_scans_only_when_every_known_one_is_gone(monkeypatch):
+    """``GroupWatch``, the observer's question every TICK: a known member still alive answers "yes" without a scan
+    of the process table; when the known member dies while another lives, the scan finds the other ("yes": a "no"
+    there would end the observation with a process still running); a member killed but not yet reaped (a zombie)
+    is not alive. The runner itself (``exclude``) never counts."""
     scans = []
     real_scan = harness._scan
     monkeypatch.setattr(harness, "_scan", lambda pgid: scans.append(pgid) or real_scan(pgid))
@@ -236,25 +237,42 @@ def test_group_watch_answers_from_a_known_member_and_scans_only_for_no(monkeypat
         leader.stdin.flush()
         return int(leader.stdout.readline())
 
+    def poll_while(still) -> bool:
+        """any_alive() until ``still(answer)`` is false, at most DEATH_SEEN_LIMIT; the last answer."""
+        deadline = time.monotonic() + DEATH_SEEN_LIMIT
+        while still(answer := watch.any_alive()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return answer
+
     try:
         watch = harness.GroupWatch(leader.pid, exclude=leader.pid)
         assert not watch.any_alive(), "the leader is excluded: nothing else is in its group yet"
         first = start_member()
         assert watch.any_alive() and watch.known == [first]
+        second = start_member()
         before = len(scans)
         assert all(watch.any_alive() for _ in range(20))
-        assert len(scans) == before, "a known live member must answer without scanning /proc"
+        assert len(scans) == before and watch.known == [first], "a known live member must answer without a scan"
         os.kill(first, signal.SIGKILL)  # the leader never reaps it: a zombie
-        deadline = time.monotonic() + DEATH_SEEN_LIMIT
-        while watch.any_alive() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert not watch.any_alive(), "a killed member still counted as alive"
+        alive = poll_while(lambda answer: answer and first in watch.known)
+        assert alive and watch.known == [second], "the known member died while another lived: not seen alive"
         assert psutil.Process(first).status() == psutil.STATUS_ZOMBIE, "the case is a zombie, unreaped"
-        second = start_member()
-        assert watch.any_alive() and watch.known == [second], "a member started after the last scan"
+        os.kill(second, signal.SIGKILL)
+        assert not poll_while(lambda answer: answer), "killed members (zombies) still counted as alive"
     finally:
-        harness.kill_group(leader.pid)
-        leader.wait(DEATH_SEEN_LIMIT)
         leader.stdin.close()
         leader.stdout.close()
-        psutil.wait_procs(harness.group_members(leader.pid), timeout=DEATH_SEEN_LIMIT)
+        harness.kill_group(leader.pid)
+        leader.wait(DEATH_SEEN_LIMIT)
+        _, alive_left = psutil.wait_procs(harness.group_members(leader.pid), timeout=DEATH_SEEN_LIMIT)
+    assert not alive_left, alive_left
+
+
+def test_a_lab_worker_imports_no_psutil_unless_its_job_enters_a_cgroup():
+    """Every spawned worker of every lab run unpickles a job from experiments.lab.jobs: importing the cgroup module
+    (and psutil with it) there cost ~20 ms per worker, so only the OOM job imports it, when it misbehaves."""
+    probe = ("import sys, experiments.lab.jobs; "
+             "print(sorted(m for m in ('psutil', 'experiments.lab.cgroup') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr

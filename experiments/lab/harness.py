@@ -3,8 +3,8 @@
     harness (this process)                 runner (fresh process, own session)         workers
     ----------------------                 -----------------------------------         -------
     Popen(runner, start_new_session) ----> VARIANTS[v].run(job, items, ...) ---------> job(item)
-    every TICK: scan the process group     |                                           | stamp start/fault
-      (who is alive: stop latency,          |                                           v
+    every TICK: is a process of the group  |                                           | stamp start/fault
+      alive? (stop latency,                 |                                           v
        leftovers, orphans)                 |                                    events file (JSON lines)
     read events: SIGKILL the worker busy   |                                           ^
       on item k / the runner itself  ------+-------------------------------------------+
@@ -164,12 +164,13 @@ def group_members(pgid: int, exclude: int | None = None) -> list[psutil.Process]
 
 
 class GroupWatch:
-    """Is a process of group ``pgid`` (but ``exclude``) alive? Asked by the observer every TICK.
+    """Is a process of group ``pgid`` (but ``exclude``, the runner) alive? Asked by the observer every TICK.
 
-    A scan of the whole process table costs ~0.5 ms (listing /proc, a getpgid per process, building psutil
-    objects made it 0.74 ms): every TICK, 12% of a core per observed run, and the bench observes up to 10 at
-    once. A process seen alive at the last scan that is still alive and in the group answers "yes" exactly, for
-    one getpgid and one read; only "no" needs the scan, which then also finds members started since.
+    A scan lists /proc and calls getpgid on every process: ~0.5 ms here; with psutil objects for the members (before
+    135f757) 0.74 ms, and the observer then took 12% of a core (profiled), while the bench observes up to 10 runs at
+    once. A member known from the last scan that is still alive and in the group answers "yes" exactly, for one
+    getpgid and one read; only when every known member is gone is there a scan, which also finds members started
+    since (and then answers "yes" if there are any).
     """
 
     def __init__(self, pgid: int, exclude: int) -> None:
@@ -181,6 +182,10 @@ class GroupWatch:
             return True
         self.known = [pid for pid in _scan(self.pgid) if pid != self.exclude]
         return bool(self.known)
+
+    def members(self) -> list[psutil.Process]:
+        """Every live process of the group now (a fresh scan), but ``exclude``: to name what was left."""
+        return group_members(self.pgid, exclude=self.exclude)
 
 
 def describe(p: psutil.Process) -> str:
@@ -283,7 +288,7 @@ def _observe(w: Watch) -> Outcome:
                             stdout=subprocess.PIPE, stderr=stderr_file, text=True, start_new_session=True)
     pgid = proc.pid
     STARTED_GROUPS.add(pgid)
-    watch = GroupWatch(pgid, exclude=proc.pid)
+    group = GroupWatch(pgid, exclude=proc.pid)
     lines: list[str] = []
     result_box: dict[str, Any] = {}
 
@@ -313,19 +318,21 @@ def _observe(w: Watch) -> Outcome:
     try:
         while True:
             now = time.monotonic()
-            members = watch.any_alive()
-            if members:
+            alive = group.any_alive()
+            if alive:
                 last_seen, stop_t = now, None
             elif stop_t is None and last_seen is not None:
                 stop_t = now  # the run's processes just went from some to none
             if exit_t is None and proc.poll() is not None:
                 exit_t = now
             if exit_t is not None:
-                if not members:
+                if not alive:
                     orphans_gone_t = now
                     break
                 if now > exit_t + max(w.orphan_watch, LEFTOVER_GRACE):
-                    left = [describe(p) for p in group_members(pgid, exclude=proc.pid)]
+                    left = [describe(p) for p in group.members()] or None
+                    if left is None:  # the last of them went between the question and this scan
+                        orphans_gone_t = now
                     break
             if w.sample_memory and now >= next_sample and exit_t is None:
                 next_sample = now + MEMORY_TICK
@@ -341,7 +348,7 @@ def _observe(w: Watch) -> Outcome:
             if now - t0 > w.watchdog:
                 if exit_t is None:
                     hung = "result" not in result_box
-                    left = [describe(p) for p in group_members(pgid, exclude=proc.pid)]
+                    left = [describe(p) for p in group.members()]
                     proc.send_signal(signal.SIGUSR1)  # faulthandler: dump every thread's stack to stderr
                     _await_stack_dump(proc, stderr_file)
                 break

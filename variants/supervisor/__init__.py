@@ -28,8 +28,8 @@ Rules it keeps (each one is a test in tests/test_supervisor_rules.py or an exper
    shared memory before touching the item, so a death or hang is charged to exactly that task, its task
    timeout counts from its real start, and the tasks queued behind it are run again elsewhere, not failed.
 3. Memory is in proportion to what is unfinished: items in flight (adaptive, ``max_in_flight`` at most)
-   and one batch of answers; a finished item is counted, not kept, and a result is dropped once
-   ``on_result`` returned.
+   and one batch of answers (under ``_worker.FLUSH_BYTES`` of results, plus the one that crossed it); a
+   finished item is counted, not kept, and a result is dropped once ``on_result`` returned.
 4. Every wait has a limit and every exit path runs the same stop, which always reaches SIGKILL: no
    process outlives ``run()``, whatever raised (the job, ``on_result``, ``items``, Ctrl-C). That includes
    the processes a job started (a tool it runs through ``subprocess``): listed before their worker is
