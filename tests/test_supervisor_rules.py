@@ -66,9 +66,9 @@ def test_rule1_each_death_is_noticed_at_once(tmp_path):
     noticed: dict[int, float] = {}
     real_on_death = sup._Supervisor.on_death
 
-    def timed_on_death(self, w):
+    def timed_on_death(self, w, pipe=None):
         noticed[len(noticed)] = time.monotonic()
-        return real_on_death(self, w)
+        return real_on_death(self, w, pipe)
 
     sup._Supervisor.on_death = timed_on_death
     try:
@@ -142,14 +142,15 @@ def test_rule2_a_torn_read_of_the_slot_never_charges_from_the_epoch():
     """Breaks if a read that never sees a whole write keeps the previous STARTED: a worker preempted inside
     mark() (between POS and STARTED) showed its new task started at 0.0 after an idle mark, so the loop
     failed an innocent tiny item with task_timeout (found under load: 1 run in 8 with two CPU burners)."""
-    slot = multiprocessing.get_context("spawn").RawArray("d", 3)
-    _worker.mark(slot, _worker.IDLE)
-    # the writer stopped inside mark(slot, 7, t0): generation odd, POS written, STARTED not yet
+    slot = _worker.new_slot(multiprocessing.get_context("spawn"))
+    _worker.mark(slot, _worker.IDLE, started=1.0)
+    # the writer stopped inside mark(slot, RUNNING, 7, t0): generation odd, PHASE and POS written, STARTED not yet
     slot[_worker.GEN] += 1
+    slot[_worker.PHASE] = _worker.RUNNING
     slot[_worker.POS] = 7
     before = time.monotonic()
-    pos, started = _worker.read(slot)
-    assert pos == 7 and started >= before, started
+    state = _worker.read(slot)
+    assert state.phase == _worker.RUNNING and state.pos == 7 and state.started >= before, state
 
 
 @pytest.mark.timeout(60)
@@ -748,11 +749,17 @@ def test_a_worker_sends_a_large_result_at_once_and_holds_tiny_ones_back(monkeypa
     monkeypatch.setattr(_worker, "FLUSH_AFTER", 60.0)  # the age-based send stays out of the way: no timing here
     sent: list[list[tuple[object, ...]]] = []
 
-    class Pipe:
+    class Pipe:  # a message is the list of answers, then one frame per large result: put back together here
         def send(self, message: list[tuple[object, ...]]) -> None:
             sent.append(message)
 
-    box = _worker._Outbox(Pipe())  # type: ignore[arg-type]
+        def send_bytes(self, frame: bytes) -> None:
+            message = sent[-1]
+            i = next(i for i, a in enumerate(message) if isinstance(a[2], int))
+            assert message[i][2] == len(frame)
+            message[i] = (*message[i][:2], frame, *message[i][3:])
+
+    box = _worker._Outbox(Pipe(), _worker.new_slot(multiprocessing.get_context("spawn")))  # type: ignore[arg-type]
     for pos in range(3):
         box.put((pos, "ok", b"t", 0.0))
     box.put((3, "err", "x" * _worker.FLUSH_BYTES, "traceback", 0.0))  # a message is not a result: it waits too

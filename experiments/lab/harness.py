@@ -11,8 +11,10 @@
     watchdog: no exit by `watchdog` s -> SIGUSR1 (stack dump), then SIGKILL the group: "hung"
     RESULT line <------------------------- prints one JSON line, then exits naturally
 
-Every run is in its own session (process group), so the harness can find every process of the run,
-including workers orphaned when the runner dies, and kill them all at the end. Nothing outlives
+Every run is in its own session, so the harness can find every process of the run, including workers
+orphaned when the runner dies and workers in process groups of their own (the supervisor gives each worker
+one, for the processes its job starts), and kill them all at the end. A "group" below is that session: its id
+is the runner's pid. Nothing outlives
 :func:`run_scenario`.
 """
 
@@ -73,7 +75,7 @@ DUMP_LIMIT = 0.5
 # SIGKILL is delivered at once; a process leaves the process table when its memory is torn down, which for
 # a worker holding gigabytes takes a fraction of a second. 5 s bounds that wait on a loaded machine.
 REAP_LIMIT = 5.0
-STARTED_GROUPS: set[int] = set()  # every process group this harness started: the leak check scans them
+STARTED_GROUPS: set[int] = set()  # every session this harness started: the leak check scans them
 
 
 @dataclass
@@ -131,7 +133,7 @@ class Outcome:
 
 
 def _scan(pgid: int) -> list[int]:
-    """The live (not zombie) pids of process group ``pgid``: one pass over the process table."""
+    """The live (not zombie) pids of session ``pgid``: one pass over the process table."""
     out = []
     for name in os.listdir("/proc"):
         if name.isdigit() and _live_in(int(name), pgid):
@@ -140,9 +142,9 @@ def _scan(pgid: int) -> list[int]:
 
 
 def _live_in(pid: int, pgid: int) -> bool:
-    """Is ``pid`` a live (not zombie) process of group ``pgid``? Plain /proc reads, no psutil object."""
+    """Is ``pid`` a live (not zombie) process of session ``pgid``? Plain /proc reads, no psutil object."""
     try:
-        if os.getpgid(pid) != pgid:
+        if os.getsid(pid) != pgid:
             return False
         with open(f"/proc/{pid}/stat", "rb") as f:  # "pid (comm) S ...": the state follows the last ")"
             return f.read().rpartition(b")")[2].split(None, 1)[0] != b"Z"
@@ -166,10 +168,10 @@ def group_members(pgid: int, exclude: int | None = None) -> list[psutil.Process]
 class GroupWatch:
     """Is a process of group ``pgid`` (but ``exclude``, the runner) alive? Asked by the observer every TICK.
 
-    A scan lists /proc and calls getpgid on every process: ~0.5 ms here; with psutil objects for the members (before
+    A scan lists /proc and calls getsid on every process: ~0.5 ms here; with psutil objects for the members (before
     135f757) 0.74 ms, and the observer then took 12% of a core (profiled), while the bench observes up to 10 runs at
     once. A member known from the last scan that is still alive and in the group answers "yes" exactly, for one
-    getpgid and one read; only when every known member is gone is there a scan, which also finds members started
+    getsid and one read; only when every known member is gone is there a scan, which also finds members started
     since (and then answers "yes" if there are any).
     """
 
@@ -204,10 +206,17 @@ def describe(p: psutil.Process) -> str:
 
 
 def kill_group(pgid: int) -> None:
+    """SIGKILL every process of session ``pgid``: its first process group at once, then the members of other
+    groups of the session (the supervisor's workers and what their jobs started)."""
     try:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+    for pid in _scan(pgid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:  # gone meanwhile
+            pass
 
 
 def watchdog_for(variant: str, watchdog: float, *, stop_allowance: bool = True, repeated_death: bool = False) -> float:

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..contract import Clock, Fate, RemoteTraceback, RunFailed, RunReport, attach_report, check_arguments
 from . import _family, _limits, _oom, _worker
+from ._inbox import Inbox
 from ._source import Source
 
 NAME = "supervisor"
@@ -35,6 +36,15 @@ BATCH_MAX = 1024
 BATCH_BYTES = 64 << 10
 EWMA = 0.2  # weight of the newest measurement in the task-duration and item-size averages
 JOIN_LIMIT = 5.0  # after SIGKILL, which cannot be ignored: bounds only a kernel stuck in D state
+# Deaths in a row that no item is charged with (a worker dying idle, receiving, exiting) and between which no
+# task was answered and no item failed: past this many the run fails (worker_died, saying at which phase), since
+# a replacement would only die the same way. A death charged to an item is bounded by ``retries`` instead.
+DEATH_BUDGET = 3
+# A note that repeats (a replacement, a retry, a stopped worker) is kept verbatim this many times per kind; the
+# rest are counted in one closing note, so the report stays in proportion to what is unfinished.
+NOTES_PER_KIND = 3
+# /proc/<pid>/stat's flags: the process is exiting (its files, the pipe among them, may already be closed).
+PF_EXITING = 0x4
 
 
 def folded(average: float | None, total: float, n: int) -> float:
@@ -48,6 +58,9 @@ def describe_exit(exitcode: int | None) -> str:
     """Say how a worker died."""
     if exitcode is None:
         return "worker vanished with no exit code"
+    if exitcode == _worker.EXIT_PIPE:
+        return (f"worker exited with code {exitcode}: its own end of the pipe failed under it (did the job close the "
+                f"file descriptors it inherited?)")
     if exitcode >= 0:
         return f"worker exited with code {exitcode}"
     try:
@@ -70,8 +83,31 @@ def exit_fd(proc: multiprocessing.process.BaseProcess) -> tuple[int, bool]:
         return proc.sentinel, False
 
 
+def end_group(pid: int) -> None:
+    """SIGKILL the process group a worker made for itself (see _worker.main): what its job started and left,
+    even once the worker is dead and they are orphans. The group's id is the worker's pid, which the kernel does
+    not give another process while the group has a member or the worker is unreaped; a worker that could not
+    make its group has none, and the call finds nothing."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:  # no such group (all gone), or not ours to signal
+        pass
+
+
+def exiting(pid: int) -> bool:
+    """Is the process gone, a zombie, or on its way out (its pipe may close before its exit code is there)?
+    True where /proc cannot tell (not Linux): the caller then waits for the exit code, as it always did."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+        return fields[0] in (b"Z", b"X") or bool(int(fields[6]) & PF_EXITING)
+    except (OSError, IndexError, ValueError):
+        return True
+
+
 def reap(proc: multiprocessing.process.BaseProcess, limit: float) -> None:
-    """Wait (at most ``limit`` s) until the process has exited for good, and collect its exit code.
+    """Wait (at most ``limit`` s) until the process has exited for good, end its process group, and collect
+    its exit code.
 
     Always through ``join``: reading ``exitcode`` alone reaps the process but leaves it in multiprocessing's
     list of children, which keeps its pipe open until some later process starts."""
@@ -82,6 +118,7 @@ def reap(proc: multiprocessing.process.BaseProcess, limit: float) -> None:
         finally:
             if owned:
                 os.close(fd)
+    end_group(proc.pid)
     proc.join(0)
 
 
@@ -96,7 +133,17 @@ class _Worker:
     sizes: dict[int, int] = field(default_factory=dict)  # position -> pickled item size
     baseline: _oom.Baseline | None = None
     sent: int = 0  # tasks sent to it in its life (max_tasks_per_worker)
+    sent_at: float = 0.0  # when it was last sent a batch
     retiring: bool = False  # it got its last task; a replacement is already started
+    inbox: Inbox = field(init=False)  # what it sent, read without ever blocking the loop
+    # Readable once it has exited for good: a pidfd, which the worker cannot close (its sentinel pipe it can, with
+    # the descriptors a job closes: that woke the loop while the process lived). See exit_fd.
+    exit_fd: int = field(init=False)
+    owns_exit_fd: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.inbox = Inbox(self.conn.fileno())
+        self.exit_fd, self.owns_exit_fd = exit_fd(self.proc)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,10 +181,23 @@ class _Supervisor:
         self.source = Source(items, self.batch_size())  # read ahead: one batch (iter(items) may raise: first)
         self.witness = _oom.Witness()
         self.spawned = 0
+        self.deaths_in_a_row = 0  # deaths charged to no item since the last task answered or item failed
+        self.note_counts: dict[str, int] = {}
         self.retired = 0  # workers replaced after max_tasks_per_worker tasks (one note at the end says how many)
         self.limit = _limits.MemoryLimit(options.memory_limit) if options.memory_limit else None
         if self.limit is not None:
             self.report.notes.append(f"memory_limit {options.memory_limit / 2**20:.0f} MiB: {self.limit.mechanism}")
+
+    def note(self, kind: str, text: str) -> None:
+        """A note of a kind that can repeat: the first NOTES_PER_KIND verbatim, the rest counted (see finish_notes)."""
+        n = self.note_counts[kind] = self.note_counts.get(kind, 0) + 1
+        if n <= NOTES_PER_KIND:
+            self.report.notes.append(text)
+
+    def finish_notes(self) -> None:
+        for kind, n in self.note_counts.items():
+            if n > NOTES_PER_KIND:
+                self.report.notes.append(f"... and {n - NOTES_PER_KIND} more note(s) like the above: {kind}")
 
     # -- sizes -----------------------------------------------------------------------------------
     def batch_size(self) -> int:
@@ -162,10 +222,12 @@ class _Supervisor:
 
     # -- workers ---------------------------------------------------------------------------------
     def spawn(self) -> None:
-        slot = self.ctx.RawArray("d", 3)  # first: if it fails (its arena is a file), no pipe is left open
+        slot = _worker.new_slot(self.ctx)  # first: if it fails (its arena is a file), no pipe is left open
         parent_conn, child_conn = self.ctx.Pipe(duplex=True)
         address_space = self.opt.memory_limit if self.limit is not None and not self.limit.cgroup else None
-        proc = self.ctx.Process(target=_worker.main, name=f"supervisor-worker-{self.spawned}", daemon=True,
+        # Not a daemon: a job may start processes of its own (multiprocessing refuses them to daemons); run()
+        # never lets a worker outlive it anyway, and the group of each worker goes with it (end_group).
+        proc = self.ctx.Process(target=_worker.main, name=f"supervisor-worker-{self.spawned}", daemon=False,
                                 args=(child_conn, self.job, os.getpid(), slot, self.opt.initializer,
                                       self.opt.initargs, address_space))
         self.spawned += 1
@@ -187,6 +249,9 @@ class _Supervisor:
     def retire(self, w: _Worker) -> None:
         self.workers.remove(w)
         w.conn.close()
+        if w.owns_exit_fd:
+            os.close(w.exit_fd)
+            w.owns_exit_fd = False
         if self.limit is not None and w.proc.exitcode is not None:
             self.limit.release(w.proc.pid)
 
@@ -197,6 +262,10 @@ class _Supervisor:
             family = _family.descendants(w.proc.pid)
             w.proc.terminate()
             _family.signal_all(family, signal.SIGTERM)
+            try:
+                os.killpg(w.proc.pid, signal.SIGTERM)  # its group: the job's processes, also those no longer its children
+            except OSError:
+                pass
             self.stopping.append((w.proc, time.monotonic() + self.opt.grace, *exit_fd(w.proc), family))
 
     def reap_stopping(self, now: float, exited: set[int]) -> None:
@@ -211,11 +280,13 @@ class _Supervisor:
                 _family.signal_all(family)
                 if self.limit is not None:
                     self.limit.release(proc.pid)
+                end_group(proc.pid)
                 if proc.exitcode != 0:  # a stopped (hung, timed-out) worker; a retired one exits 0, unnoted
-                    self.report.notes.append(f"stopped worker pid {proc.pid} (exit code {proc.exitcode})")
+                    self.note("stopped workers", f"stopped worker pid {proc.pid} (exit code {proc.exitcode})")
                 continue
             if now >= kill_at:
                 proc.kill()  # ignored SIGTERM for `grace` seconds
+                end_group(proc.pid)
                 _family.signal_all(family)
                 kill_at = math.inf  # its exit fd will say when it is gone
             still.append((proc, kill_at, fd, owned, family))
@@ -248,6 +319,11 @@ class _Supervisor:
                     w.proc.terminate()  # workers already being stopped had their SIGTERM
             if not orderly:
                 _family.signal_all(families, signal.SIGTERM)
+                for p in procs:
+                    try:
+                        os.killpg(p.pid, signal.SIGTERM)
+                    except OSError:
+                        pass
             for p in sorted(procs, key=kill_at.__getitem__):
                 reap(p, max(0.0, kill_at[p] - time.monotonic()))
                 if p.exitcode is None:
@@ -262,6 +338,8 @@ class _Supervisor:
             for w in list(self.workers):
                 self.retire(w)
             self.witness.close()
+            for p in procs:
+                end_group(p.pid)  # what the jobs left in their workers' groups, orphans included
             if self.limit is not None:
                 left = self.limit.release_all()
                 if left:
@@ -311,6 +389,7 @@ class _Supervisor:
             if sent:
                 self.item_bytes = folded(self.item_bytes, sum(sizes[p] for p, _ in sent), len(sent))
                 w.sent += len(sent)
+                w.sent_at = time.monotonic()
                 try:
                     w.conn.send(sent)
                 except OSError:  # it died meanwhile: its sentinel reports it; these tasks are innocent
@@ -331,12 +410,13 @@ class _Supervisor:
         if fate is not None:
             fate.attempts += 1
         if fate is not None and retryable and kind != "callback_error" and fate.attempts <= self.opt.retries:
-            self.report.notes.append(f"retrying item {fate.item!r} after {kind}: {message}")
+            self.note("retries", f"retrying item {fate.item!r} after {kind}: {message}")
             self.retry.appendleft(pos)  # type: ignore[arg-type]
             return
         if fate is not None:
             fate.fate, fate.kind, fate.message, fate.exitcode = Fate.FAILED, kind, message, exitcode
             fate.traceback = traceback
+            self.deaths_in_a_row = 0  # an item failed for good: the run moved on
         text = f"{kind}: {message}" + (f" (item {fate.item!r})" if fate is not None else "")
         failed = RunFailed(text, kind=kind, item=None if fate is None else fate.item, exitcode=exitcode,
                            report=self.report)
@@ -353,6 +433,7 @@ class _Supervisor:
         # them; the reference 0.153 s.
         if answers:
             self.task_seconds = folded(self.task_seconds, sum(a[-1] for a in answers), len(answers))
+            self.deaths_in_a_row = 0
         queued, sizes, report, on_result, loads = w.queued, w.sizes, self.report, self.opt.on_result, pickle.loads
         open_ = report._open
         for answer in answers:
@@ -393,55 +474,83 @@ class _Supervisor:
 
     def on_message(self, w: _Worker) -> None:
         try:
-            msg = w.conn.recv()
-        except (EOFError, OSError):
-            self.on_death(w)
+            messages = w.inbox.read()
+        except Exception as e:  # noqa: BLE001  EOF, a failed read, a message that does not unpickle: the pipe is done
+            self.on_death(w, pipe=e)
             return
-        if isinstance(msg, tuple) and msg[0] == "ready":
-            w.ready = True
-            w.baseline = self.witness.baseline(w.proc.pid)
-            return
-        if isinstance(msg, tuple) and msg[0] == "init_failed":  # ends the run: a replacement would fail alike
-            failed = RunFailed(f"worker_error: {msg[1]} (in a new worker, before any task)", kind="worker_error",
-                               report=self.report)
-            failed.__cause__ = RemoteTraceback(msg[2])
-            raise failed
-        self.on_answers(w, msg)
+        for msg in messages:
+            if isinstance(msg, tuple) and msg[0] == "ready":
+                w.ready = True
+                w.baseline = self.witness.baseline(w.proc.pid)
+            elif isinstance(msg, tuple) and msg[0] == "init_failed":  # ends the run: a replacement would fail alike
+                failed = RunFailed(f"worker_error: {msg[1]} (in a new worker, before any task)", kind="worker_error",
+                                   report=self.report)
+                failed.__cause__ = RemoteTraceback(msg[2])
+                raise failed
+            else:
+                self.on_answers(w, msg)
 
-    def on_death(self, w: _Worker) -> None:
-        reap(w.proc, 1.0)  # the sentinel (or EOF) says it is going; this collects its exit code
+    def on_death(self, w: _Worker, pipe: BaseException | None = None) -> None:
+        """A worker's exit fd said it is gone, or its pipe ended (``pipe``: EOF, a failed read, an unreadable
+        message). A pipe that ends while its process lives and is not exiting is a fault in itself (a job closed
+        the descriptors it inherited, a forked copy wrote into it): that worker is killed, and the fault is
+        charged like a death, at once. Either way the fault goes to the item in play by the worker's phase."""
+        state = _worker.read(w.slot)  # where it was; the slot outlives the process
+        broke = None
+        if w.proc.exitcode is None and not exiting(w.proc.pid):
+            broke = (f"worker's pipe broke ({type(pipe).__name__}: {pipe})" if pipe is not None else
+                     "worker's exit descriptor fired")
+            w.proc.kill()
+            reap(w.proc, JOIN_LIMIT)
+        else:
+            reap(w.proc, 1.0)  # the exit fd (or EOF) says it is going; this collects its exit code
         try:  # answers it sent before dying were delivered: take them first
-            while w.conn.poll():
-                msg = w.conn.recv()
-                if isinstance(msg, list):
-                    self.on_answers(w, msg)
-        except (EOFError, OSError):
+            while not broke:
+                for msg in w.inbox.read():  # never blocks: the writer is gone, so each read has data or EOF
+                    if isinstance(msg, list):
+                        self.on_answers(w, msg)
+        except Exception:  # noqa: BLE001  the end of what it sent (EOF), or the rest is unreadable
             pass
         if not w.ready:
             self.retire(w)
-            raise RunFailed(f"worker_died: a worker could not start ({describe_exit(w.proc.exitcode)}); can it "
-                            "import and unpickle the job? Its stderr says why.", kind="worker_died",
-                            exitcode=w.proc.exitcode, report=self.report)
-        running = _worker.read(w.slot)
-        culprit = running[0] if running is not None and running[0] in w.queued else None
+            cause = ("its initializer killed it" if state.phase == _worker.INIT else
+                     "can it import and unpickle the job? Its stderr says why")
+            raise RunFailed(f"worker_died: a worker could not start ({broke or describe_exit(w.proc.exitcode)} while "
+                            f"{_worker.phase_name(state.phase)}); "
+                            f"{cause}.", kind="worker_died", exitcode=w.proc.exitcode, report=self.report)
+        culprit = state.pos if state.pos is not None and state.pos in w.queued else None
+        if culprit is None and (broke or w.proc.exitcode == _worker.EXIT_PIPE) and state.last in w.queued:
+            culprit = state.last  # a pipe that failed after this task ran, before its answer came: that task's doing
         self.requeue_innocent(w, culprit)
-        message = describe_exit(w.proc.exitcode)
+        message = ((broke or describe_exit(w.proc.exitcode)) + f" while {_worker.phase_name(state.phase)}"
+                   + ("; the process was alive: the supervisor killed it" if broke else ""))
         if (w.proc.exitcode == -signal.SIGKILL and self.limit is not None and self.limit.cgroup
                 and self.limit.oom_killed(w.proc.pid)):
             peak = self.limit.peak_mib(w.proc.pid)
             message += (f": it exceeded its memory_limit of {self.opt.memory_limit / 2**20:.0f} MiB"
                         + (f" (peak {peak:.0f} MiB)" if peak is not None else "")
                         + "; the kernel OOM killer ended it in its own memory cgroup")
-        elif w.proc.exitcode == -signal.SIGKILL and w.baseline is not None:
+        elif w.proc.exitcode == -signal.SIGKILL and w.baseline is not None and not broke:
             message += ": " + self.witness.verdict(w.proc.pid, w.baseline)
         self.retire(w)
         if culprit is None:
-            self.report.notes.append(f"idle worker pid {w.proc.pid} died: {message}")
+            self.note("deaths with no item in play", f"worker pid {w.proc.pid} died with no item in play: {message}")
+            self.charge_nobody(state.phase, message, w.proc.exitcode)
         else:
             self.fail(culprit, "worker_died", message, w.proc.exitcode)  # raises when aborting
         if not w.retiring:  # a retiring worker's replacement is already running
             self.spawn()
-        self.report.notes.append(f"replaced worker pid {w.proc.pid} ({message})")
+        self.note("replacements", f"replaced worker pid {w.proc.pid} ({message})")
+
+    def charge_nobody(self, phase: int, message: str, exitcode: int | None) -> None:
+        """A worker lost with no item in play: counted against DEATH_BUDGET (reset when a task is answered or an
+        item fails for good); past it, the run fails, since each replacement only dies the same way."""
+        self.deaths_in_a_row += 1
+        if self.deaths_in_a_row > DEATH_BUDGET:
+            raise RunFailed(f"worker_died: workers keep dying while {_worker.phase_name(phase)}: "
+                            f"{self.deaths_in_a_row} in a row with no item in play and no task answered "
+                            f"(DEATH_BUDGET {DEATH_BUDGET}); the last: {message}", kind="worker_died",
+                            exitcode=exitcode, report=self.report)
 
     def requeue_innocent(self, w: _Worker, culprit: int | None) -> None:
         """Tasks a dead or stopped worker held but was not running go back to the front, in their order."""
@@ -460,26 +569,45 @@ class _Supervisor:
         if self.opt.task_timeout is None:
             return
         for w in list(self.workers):
-            running = _worker.read(w.slot) if w.queued else None
-            if running is None or running[0] not in w.queued or now < running[1] + self.opt.task_timeout:
+            due = self.task_due(w)
+            if due is None or now < due[1]:
                 continue
-            culprit = running[0]
+            state, _ = due
+            culprit = state.pos if state.pos is not None and state.pos in w.queued else None
+            held = len(w.queued)
             self.requeue_innocent(w, culprit)
-            self.fail(culprit, "task_timeout", f"task exceeded its task_timeout of {self.opt.task_timeout} s")
+            if culprit is not None:
+                self.fail(culprit, "task_timeout", f"task exceeded its task_timeout of {self.opt.task_timeout} s"
+                          + (" while its result was being sent" if state.phase == _worker.SENDING else ""))
+            else:
+                message = (f"worker pid {w.proc.pid} held {held} task(s) for task_timeout ({self.opt.task_timeout} s) "
+                           f"without starting one, while {_worker.phase_name(state.phase)}: stopped, its tasks "
+                           f"run elsewhere")
+                self.note("stuck workers", message)
+                self.charge_nobody(state.phase, message, None)
             self.stop_later(w)  # reached only when the run goes on (continue mode or a retry)
             if not w.retiring:  # a retiring worker's replacement is already running
                 self.spawn()
+
+    def task_due(self, w: _Worker) -> tuple[_worker.State, float] | None:
+        """When ``w`` passes its task_timeout: its task's start (running it, or sending its result) plus the limit;
+        a worker that holds tasks and runs none (stopped or stuck between them) from when it last moved on or
+        was last sent a batch, since a healthy one starts its next queued task at once. None: nothing due."""
+        if self.opt.task_timeout is None or not w.queued:
+            return None
+        state = _worker.read(w.slot)
+        if state.pos is not None and state.pos in w.queued:
+            return state, state.started + self.opt.task_timeout
+        return state, max(state.started, w.sent_at) + self.opt.task_timeout
 
     def next_deadline(self, now: float) -> float | None:
         deadlines = [s[1] for s in self.stopping]
         if self.opt.timeout is not None:
             deadlines.append(self.clock.start + self.opt.timeout)
-        if self.opt.task_timeout is not None:
-            for w in self.workers:
-                if w.queued:
-                    running = _worker.read(w.slot)
-                    # between tasks, the next one starts no sooner than now
-                    deadlines.append((running[1] if running else now) + self.opt.task_timeout)
+        for w in self.workers:
+            due = self.task_due(w)
+            if due is not None:
+                deadlines.append(due[1])
         return min(deadlines) if deadlines else None
 
     # -- the loop --------------------------------------------------------------------------------
@@ -500,7 +628,7 @@ class _Supervisor:
             by_fd: dict[Any, Any] = {self.source.wake_r: None}
             for w in self.workers:
                 by_fd[w.conn] = w
-                by_fd[w.proc.sentinel] = w
+                by_fd[w.exit_fd] = w
             for stopping in self.stopping:
                 by_fd[stopping[2]] = stopping[0]
             ready = wait(list(by_fd), timeout)
@@ -597,6 +725,7 @@ def run(job: Callable[[Any], Any], items: Iterable[Any], *, workers: int = 4,
         finally:
             sup.report.set_rest(sup.source.stop(sup.report.holds))
             sup.report.elapsed = sup.clock.elapsed()
+            sup.finish_notes()
             if sup.retired:
                 sup.report.notes.append(f"retired {sup.retired} worker(s) after max_tasks_per_worker="
                                         f"{options.max_tasks_per_worker} tasks each")

@@ -12,10 +12,14 @@ What crosses the pipe, and why in this shape:
   held back at most ``FLUSH_AFTER`` seconds (a thread sends them when they are that old), so a tiny
   task's result is not delayed by a long task after it, and no longer than ``FLUSH_BYTES`` of results
   (large results go one by one, so a batch never holds many of them in the parent at once).
-- shared memory (the slot, three doubles): which task is running and since when (``time.monotonic()``,
-  the same clock in every process on Linux). Written before the item is unpickled and cleared after the
-  result is pickled, so a death or a hang at any of those steps is charged to that task, and its start
-  time is the real start, however long it waited in the batch. No message per task is needed for that.
+- shared memory (the slot, four doubles): the worker's phase (``PHASES``), the task it concerns and since when
+  (``time.monotonic()``, the same clock in every process on Linux). RUNNING is written before the item is
+  unpickled and held until its result is pickled; SENDING while the task thread sends answers (a large result
+  always goes alone, so the item whose answer was being sent is known). So a death, a hang or a broken pipe at
+  any of those steps is charged to that task, its start time is the real start however long it waited in the
+  batch, and no message per task is needed for that.
+- only the worker itself answers: a forked copy of it (a job that forks and returns, or ends with
+  ``sys.exit``) exits at once, without touching the pipe or the slot (``_leave_if_copy``, ``_forked``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import signal
 import threading
 import time
 import traceback
+from collections import namedtuple
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 
@@ -40,35 +45,122 @@ FLUSH_COUNT = 1024  # ... or until this many are waiting (bounds one message)
 # to a message, and the main process's peak was 37-40 MiB at 2,000 tasks against 33 MiB at 100 (135f757-38f8c5a).
 # 1 MiB: tiny results still share a message by the thousand; one large result is sent alone.
 FLUSH_BYTES = 1 << 20
-IDLE = -1.0  # slot position when no task is running
+NO_TASK = -1.0  # slot position when the phase concerns no task
 
-# The slot: [generation, position, started]. The generation is odd while the worker writes, so a reader
-# that sees the same even generation before and after its reads has a consistent pair (a seqlock).
-GEN, POS, STARTED = 0, 1, 2
+# A worker's life, in the order it is lived: the slot's PHASE says where it is, and what a fault there means
+# (a death, a hang or a stop, a pipe that breaks while the process lives). _core charges every fault by it.
+STARTING, INIT, IDLE, RECEIVING, RUNNING, SENDING, EXITING = range(7)
+PHASES = {
+    STARTING: ("starting", "spawned, importing the job: a death ends the run (no worker can start: worker_died)"),
+    INIT: ("initializer", "running initializer(*initargs): an error or a death ends the run, never a respawn loop"),
+    IDLE: ("idle", "waiting for a batch: no item is in play; the worker is replaced, its queued tasks run elsewhere"),
+    RECEIVING: ("receiving", "reading a batch from its pipe: no task has started; the batch runs elsewhere"),
+    RUNNING: ("running", "unpickling an item, running the job, pickling its result: that item is in play"),
+    SENDING: ("sending", "sending its answers: the first item of the message (a large result goes alone) is in play"),
+    EXITING: ("exiting", "told to exit, handing over its last answers: as idle, or as sending while it sends"),
+}
+# Where deaths of a fresh worker are charged to no item, they count against _core.DEATH_BUDGET.
+
+# The slot, two seqlocks: the task thread's [generation, phase, position, since, last], then the sender's [generation,
+# position, since] (written under the outbox's lock: one writer at a time). A generation is odd while its part is
+# written, so a reader that sees the same even generation before and after its reads has a consistent part.
+GEN, PHASE, POS, STARTED, LAST = 0, 1, 2, 3, 4  # LAST: the task it ran last (its answer may not be in yet)
+SEND_GEN, SEND_POS, SEND_STARTED = 5, 6, 7
+SLOT_SIZE = 8
+# A worker whose own pipe fails (a job closed the descriptors it inherited) exits with this code, its slot left as
+# it was: _core then charges the task it ran last, whose answer could not be sent.
+EXIT_PIPE = 75
+# A result of at least this many bytes pickled crosses the pipe in a frame of its own (see _Outbox); smaller
+# ones ride in the answers' list, so thousands of tiny results still make one message.
+INLINE_MAX = 64 << 10
+
+# phase; pos: the task the phase concerns (RUNNING, SENDING), else None; started: when the phase began (for
+# RUNNING, when the task started); last: the task it ran last, or None. A collections.namedtuple: typing is not
+# imported in a worker.
+State = namedtuple("State", "phase pos started last")
 
 
-def mark(slot: ctypes.Array, pos: float, started: float = 0.0) -> None:
+def mark(slot: ctypes.Array, phase: int, pos: float = NO_TASK, started: float = 0.0, last: float | None = None) -> None:
+    """The task thread enters ``phase`` (about task ``pos``) at ``started`` (default: now); ``last``: it has just
+    run that task."""
     slot[GEN] += 1
+    slot[PHASE] = phase
     slot[POS] = pos
-    slot[STARTED] = started
+    slot[STARTED] = started or time.monotonic()
+    if last is not None:
+        slot[LAST] = last
     slot[GEN] += 1
 
 
-def read(slot: ctypes.Array) -> tuple[int, float] | None:
-    """``(pos, started)`` of the task running now, or None between tasks. Called by the parent.
+def mark_send(slot: ctypes.Array, pos: float) -> None:
+    """The sender starts sending a message whose largest answer is task ``pos`` (NO_TASK: it is done)."""
+    slot[SEND_GEN] += 1
+    slot[SEND_POS] = pos
+    slot[SEND_STARTED] = time.monotonic()
+    slot[SEND_GEN] += 1
 
-    A read that never sees a whole write (the writer was preempted, or died, inside mark()) keeps POS,
-    which is written first, so it is the task being started or the idle mark; but STARTED may still be
-    the previous write's (0.0 after an idle mark), which would charge that task from the epoch. Its real
-    start is no later than now, so now is used: a deadline may come late by the writer's stall, never early.
-    """
+
+def _part(slot: ctypes.Array, gen: int, n: int) -> tuple[float, ...] | None:
     for _ in range(1000):
-        gen, pos, started = slot[GEN], slot[POS], slot[STARTED]
-        if gen == slot[GEN] and int(gen) % 2 == 0:
-            break
-    else:
-        started = time.monotonic()
-    return None if pos == IDLE else (int(pos), started)
+        g, values = slot[gen], tuple(slot[gen + 1:gen + 1 + n])
+        if g == slot[gen] and int(g) % 2 == 0:
+            return values
+    return None  # never a whole write seen: the writer is stalled (or died) inside one
+
+
+def read(slot: ctypes.Array) -> State:
+    """Where the worker is: RUNNING a task if its task thread is; else SENDING if its sender is (the largest
+    answer of the message is the task); else the task thread's phase. Called by the parent.
+
+    A read that never sees a whole write (the writer was preempted, or died, inside a mark) still takes the
+    phase and position, which are written first, so they are those being entered; but the time may still be the
+    previous write's, which would charge that task from an earlier moment. Its real start is no later than now,
+    so now is used: a deadline may come late by the writer's stall, never early.
+    """
+    whole = _part(slot, GEN, 4)
+    phase, pos, started, last = whole if whole is not None else (slot[PHASE], slot[POS], time.monotonic(), slot[LAST])
+    if phase != RUNNING:
+        send = _part(slot, SEND_GEN, 2)
+        send_pos, send_started = send if send is not None else (slot[SEND_POS], time.monotonic())
+        if send_pos != NO_TASK:
+            phase, pos, started = SENDING, send_pos, send_started
+    return State(int(phase), None if pos == NO_TASK else int(pos), started, None if last == NO_TASK else int(last))
+
+
+def new_slot(ctx: multiprocessing.context.BaseContext) -> ctypes.Array:
+    """A worker's slot, made by the parent before the worker starts: STARTING, no task, nothing being sent."""
+    slot = ctx.RawArray("d", SLOT_SIZE)
+    slot[POS] = slot[LAST] = slot[SEND_POS] = NO_TASK
+    return slot
+
+
+def phase_name(phase: int) -> str:
+    return PHASES.get(phase, (f"phase {phase}",))[0]
+
+
+# The worker's own pid, set in main(): a forked copy of the worker has another one.
+_OWN_PID = 0
+
+
+def _forked() -> None:
+    """In a child forked from the worker (by a job or a library it uses): that child is not the worker. The
+    worker's pipe is closed in it, so a child that outlives the worker never holds it open (the parent sees
+    the worker's EOF at once) and never writes into it; if the child comes back into the task loop (a job that
+    forks and returns), ``_leave_if_copy`` ends it before it reports anything."""
+    if _CONN is not None:
+        try:
+            os.close(_CONN.fileno())
+        except OSError:
+            pass
+
+
+_CONN: Connection | None = None
+
+
+def _leave_if_copy(code: object = 0) -> None:
+    """End a forked copy of the worker here, before it answers in the worker's name or writes the slot."""
+    if os.getpid() != _OWN_PID:
+        os._exit(code if isinstance(code, int) else (0 if code is None else 1))
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -104,10 +196,15 @@ def _describe(e: BaseException) -> str:
 
 
 class _Outbox:
-    """Answers waiting to be sent; ``put`` from the task loop, sent when old, numerous or large, or on ``flush``."""
+    """Answers waiting to be sent; ``put`` from the task loop, sent when old, numerous or large, or on ``flush``.
 
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
+    A message is the list of answers, then one frame of raw bytes per result of INLINE_MAX or more (its place in
+    the list holds its length): a large result crosses the pipe as it was pickled, never copied into a second
+    pickle of the whole list (which needed twice its size in the worker, and once more in the parent).
+    """
+
+    def __init__(self, conn: Connection, slot: ctypes.Array) -> None:
+        self.conn, self.slot = conn, slot
         self.cond = threading.Condition()
         self.waiting: list[tuple[object, ...]] = []
         self.size = 0  # bytes of pickled results waiting
@@ -130,9 +227,21 @@ class _Outbox:
             if self.waiting:
                 self._send()
 
-    def _send(self) -> None:  # with self.cond held: one sender at a time
+    def _send(self) -> None:
+        """With self.cond held: one sender at a time, so the slot's SEND part has one writer at a time. It names
+        the largest result of the message (the one a death while sending is most likely about) until the whole
+        message is written; after an error it stays, and the parent charges that item."""
         waiting, self.waiting, self.size = self.waiting, [], 0
+        largest = max(waiting, key=lambda a: len(a[2]) if isinstance(a[2], bytes) else 0)
+        mark_send(self.slot, largest[0])
+        frames = [a[2] for a in waiting if isinstance(a[2], bytes) and len(a[2]) >= INLINE_MAX]
+        if frames:
+            waiting = [(a[0], a[1], len(a[2]), a[3]) if isinstance(a[2], bytes) and len(a[2]) >= INLINE_MAX else a
+                       for a in waiting]
         self.conn.send(waiting)
+        for frame in frames:
+            self.conn.send_bytes(frame)
+        mark_send(self.slot, NO_TASK)
 
     def _send_when_old(self) -> None:
         with self.cond:
@@ -147,12 +256,12 @@ class _Outbox:
                 try:
                     self._send()
                 except OSError:
-                    return  # the parent is gone: the parent-watch thread or PDEATHSIG ends us
+                    return  # the pipe is gone: the task loop's next use of it ends the worker
 
 
 def _run_one(job: Callable[[object], object], pos: int, blob: bytes, slot: ctypes.Array) -> tuple[object, ...]:
     t0 = time.monotonic()
-    mark(slot, pos, t0)  # from here until the result is pickled, a death or a hang is this task's
+    mark(slot, RUNNING, pos, t0)  # from here until the result is pickled, a death or a hang is this task's
     try:
         try:
             item = pickle.loads(blob)
@@ -161,8 +270,13 @@ def _run_one(job: Callable[[object], object], pos: int, blob: bytes, slot: ctype
                     traceback.format_exc(), time.monotonic() - t0)
         try:
             result = job(item)
-        except BaseException as e:  # noqa: BLE001  (SystemExit in a job is a failure of that item too)
+        except SystemExit as e:  # a job's sys.exit fails its item, but a forked copy exits as it asked
+            _leave_if_copy(e.code)
             return (pos, "err", f"job raised {_describe(e)}", traceback.format_exc(), time.monotonic() - t0)
+        except BaseException as e:  # noqa: BLE001  (any other exception in a job is a failure of that item too)
+            _leave_if_copy(1)
+            return (pos, "err", f"job raised {_describe(e)}", traceback.format_exc(), time.monotonic() - t0)
+        _leave_if_copy(0)
         try:
             payload = pickle.dumps(result, pickle.HIGHEST_PROTOCOL)
         except BaseException as e:  # noqa: BLE001  (the item failed; the worker is fine)
@@ -170,37 +284,55 @@ def _run_one(job: Callable[[object], object], pos: int, blob: bytes, slot: ctype
                     time.monotonic() - t0)
         return (pos, "ok", payload, time.monotonic() - t0)
     finally:
-        mark(slot, IDLE)
+        mark(slot, IDLE, last=pos)
 
 
 def main(conn: Connection, job: Callable[[object], object], parent_pid: int, slot: ctypes.Array,
          initializer: Callable[..., object] | None = None,
          initargs: tuple[object, ...] = (), address_space: int | None = None) -> None:
+    global _OWN_PID, _CONN
+    _OWN_PID, _CONN = os.getpid(), conn
+    mark(slot, STARTING)
+    os.register_at_fork(after_in_child=_forked)
+    try:  # a process group of its own: what the job starts is in it, and _core ends the group with the worker
+        os.setpgid(0, 0)
+    except OSError:  # not permitted (a session leader): _family's listing is then the only way to them
+        pass
     _die_with_parent(parent_pid)
-    # Ctrl-C reaches the whole foreground process group; the supervisor decides what stops, not us.
+    # A Ctrl-C is the supervisor's to handle (its own process group gets it); the supervisor decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    mark(slot, IDLE)
     if address_space is not None:  # the memory limit's portable fallback (see _limits)
         from ._limits import address_space_limit
 
         address_space_limit(address_space)
     if initializer is not None:
+        mark(slot, INIT)
         try:
             initializer(*initargs)
         except BaseException as e:  # noqa: BLE001  (the run ends with it; the worker is not replaced)
+            _leave_if_copy(1)
             conn.send(("init_failed", f"initializer raised {_describe(e)}", traceback.format_exc()))
             return
-    outbox = _Outbox(conn)
+        _leave_if_copy(0)
+    outbox = _Outbox(conn, slot)
+    mark(slot, IDLE)
     conn.send(("ready", os.getpid()))
-    while True:
-        if not conn.poll():
-            outbox.flush()  # nothing queued: hand over every answer before waiting
-        try:
-            batch = conn.recv()
-        except EOFError:
-            return  # the supervisor closed our pipe
-        if batch is None:
-            outbox.flush()
-            return  # orderly shutdown
-        for pos, blob in batch:
-            outbox.put(_run_one(job, pos, blob, slot))
+    try:
+        while True:
+            if not conn.poll():
+                outbox.flush()  # nothing queued: hand over every answer before waiting
+                conn.poll(None)  # idle until a batch (or EOF) arrives
+            mark(slot, RECEIVING)
+            try:
+                batch = conn.recv()
+            except EOFError:
+                return  # the supervisor closed our pipe
+            if batch is None:
+                mark(slot, EXITING)
+                outbox.flush()
+                return  # orderly shutdown
+            for pos, blob in batch:
+                outbox.put(_run_one(job, pos, blob, slot))
+    except OSError as e:  # our own pipe failed under us (a job closed it): nothing can be answered any more
+        os.write(2, f"supervisor worker {os.getpid()}: its pipe failed ({_describe(e)}); exiting\n".encode())
+        os._exit(EXIT_PIPE)

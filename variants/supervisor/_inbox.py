@@ -1,0 +1,93 @@
+"""Reading a worker's pipe without ever blocking the loop: one read per wake-up, whole messages out.
+
+``Connection.recv`` reads a whole message once its first bytes are there: a worker stopped (SIGSTOP, a debugger,
+a frozen container) or hung half-way through sending a large result would hold the supervisor's one thread in
+that read, and no other fault, deadline or worker would be seen until it resumed. Here each wake-up that says the
+pipe is readable does one ``os.read`` (which does not block then) and keeps what is incomplete for the next.
+
+The frames are ``multiprocessing.connection``'s own (a 4-byte big-endian length, or -1 and an 8-byte length),
+so the worker writes with the plain ``Connection.send``/``send_bytes``. A message is one pickled frame; a list of
+answers whose results were too large to ride in it (an ``int`` stands at their place: their length) is followed by
+one raw frame per such result, in order (``_worker._Outbox``). A large frame is read straight into a buffer of its
+own size, so a result costs the main process its pickled size once, plus the unpickled result.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+from typing import Any
+
+CHUNK = 256 << 10  # one read: a pipe's worth of small messages (the kernel's socket buffer is ~208 KiB)
+
+
+class Inbox:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = bytearray()  # bytes read, not yet a whole frame
+        self.body: bytearray | None = None  # a large frame being filled in place
+        self.filled = 0
+        self.header: list[Any] | None = None  # a list of answers waiting for its results' frames
+        self.missing: list[int] = []  # places in ``header`` whose frame has not come yet
+
+    def read(self) -> list[Any]:
+        """One read from the pipe; the whole messages it completed (none if a message is still incomplete).
+        Raises EOFError at the end of the pipe, OSError if reading fails, and whatever unpickling a corrupt
+        message raises: the caller treats all of them as a broken pipe."""
+        if self.body is not None:
+            n = os.readv(self.fd, [memoryview(self.body)[self.filled:]])
+            if n == 0:
+                raise EOFError("the pipe closed in the middle of a message")
+            self.filled += n
+            if self.filled < len(self.body):
+                return []
+            frame, self.body = self.body, None
+            return self._take([frame])
+        chunk = os.read(self.fd, CHUNK)
+        if not chunk:
+            raise EOFError("the pipe closed" + (" in the middle of a message" if self.buf or self.header else ""))
+        self.buf += chunk
+        return self._take(self._frames())
+
+    def _frames(self) -> list[bytes | bytearray]:
+        buf, out = self.buf, []
+        while len(buf) >= 4:
+            (size,), start = struct.unpack_from("!i", buf), 4
+            if size == -1:
+                if len(buf) < 12:
+                    break
+                (size,), start = struct.unpack_from("!Q", buf, 4), 12
+            end = start + size
+            if len(buf) >= end:
+                out.append(bytes(buf[start:end]))
+                del buf[:end]
+                continue
+            if size > CHUNK:  # large: read the rest of it into a buffer of its own, not through ``buf``
+                self.body = bytearray(size)
+                self.filled = len(buf) - start
+                self.body[:self.filled] = buf[start:]
+                buf.clear()
+            break
+        return out
+
+    def _take(self, frames: list[bytes | bytearray]) -> list[Any]:
+        """Frames to messages: a list of answers is complete once the frames of its large results are in."""
+        out = []
+        for frame in frames:
+            if self.header is not None:  # the next large result of the list waiting for it
+                i = self.missing.pop(0)
+                pos, status, _size, seconds = self.header[i]
+                self.header[i] = (pos, status, frame, seconds)
+                if not self.missing:
+                    out.append(self.header)
+                    self.header = None
+                continue
+            msg = pickle.loads(frame)
+            if isinstance(msg, list):
+                missing = [i for i, a in enumerate(msg) if a[1] == "ok" and isinstance(a[2], int)]
+                if missing:
+                    self.header, self.missing = msg, missing
+                    continue
+            out.append(msg)
+        return out
