@@ -89,14 +89,18 @@ def test_rule1_an_idle_stretch_costs_no_wake_ups(monkeypatch):
     real_wait = sup.wait
 
     def counting_wait(objects, timeout=None):
-        calls.append(timeout)
+        calls.append((len(objects), timeout))
         return real_wait(objects, timeout)
 
     monkeypatch.setattr(sup, "wait", counting_wait)
     sup.run(sleep_for, [1.5], workers=1)
-    # ready message, the answer, the items thread's end: a handful of events, however long the task.
-    # A 0.1 s poll would make 15 more.
-    assert len(calls) <= 8, calls
+    # The loop's waits (on several descriptors; a single-descriptor wait is a stop's bounded reap): the ready
+    # message, the answer, the items thread's end, each an event. With no timeout, task_timeout or stopping
+    # worker there is no deadline, so every one of them waits without a time limit: a loop that polls, at 0.1 s,
+    # 0.4 s or 1 s, waits with that limit at least once and fails here, whatever the machine's speed.
+    loop_waits = [timeout for n, timeout in calls if n > 1]
+    assert loop_waits and all(timeout is None for timeout in loop_waits), loop_waits
+    assert len(loop_waits) <= 8, loop_waits
 
 
 @pytest.mark.timeout(30)
@@ -769,3 +773,165 @@ def test_a_worker_sends_a_large_result_at_once_and_holds_tiny_ones_back(monkeypa
     assert [[a[0] for a in m] for m in sent] == [[0, 1, 2, 3, 4]], "the batch did not go once its results were large"
     box.put((5, "ok", b"y" * _worker.FLUSH_BYTES, 0.0))
     assert [[a[0] for a in m] for m in sent][1:] == [[5]], "a result of FLUSH_BYTES alone waited"
+
+
+# -- faults at every phase of a worker's life (_worker.PHASES), and the regressions the review found ---------------
+
+def sleep_or_hold_the_gil(item):
+    """``"gil"``: a computation in C that never releases the GIL (the worker's answers thread cannot run)."""
+    if item == "gil":
+        return sum(range(10**12))
+    return item
+
+
+@pytest.mark.timeout(60)
+def test_rule2_each_task_of_a_batch_is_timed_from_its_own_start():
+    """Breaks if a task's start is read once per batch: after 2,000 tiny tasks the batches hold hundreds, so three
+    0.3 s tasks share one, and counted from the batch's start the third passes task_timeout=0.5 (0.9 s)."""
+    report = sup.run(sleep_for, [0.0] * 2000 + [0.3] * 3, workers=1, task_timeout=0.5)
+    assert report.completed == 2003
+
+
+@pytest.mark.timeout(60)
+def test_rule2_a_hang_that_holds_the_gil_is_charged_to_the_running_task():
+    """Breaks if a hang is charged to the first task the parent has no answer for: a job stuck in C code holding
+    the GIL stops the worker's answers thread too, so the answers of the tiny tasks before it are still in the
+    worker, and the first unanswered task is one of them, not the one running."""
+    items = [0] * 300 + ["gil"] + [0] * 10
+    with pytest.raises(RunFailed) as info:
+        sup.run(sleep_or_hold_the_gil, items, workers=1, task_timeout=1.0, on_error="continue")
+    assert [(f.item, f.kind) for f in info.value.report.fates] == [("gil", "task_timeout")]
+    assert info.value.report.completed == 310
+
+
+def start_helper(ignore_hup):
+    """Start `sleep` (with SIGHUP ignored, if asked: a helper that a lost terminal or an orphaned group does not
+    end) and return its pid without waiting for it."""
+    import subprocess
+
+    helper = subprocess.Popen(["sleep", "3600"], preexec_fn=(lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+                              if ignore_hup else None)
+    return helper.pid
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("ignore_hup", [False, True])
+def test_rule4_a_helper_a_job_started_and_left_does_not_outlive_a_successful_run(ignore_hup):
+    """Breaks if the final signal to what the jobs started is dropped from the stop: the run succeeds, each job
+    left a `sleep` running, and once run() returned none of them is alive."""
+    pids = []
+    sup.run(start_helper, [ignore_hup] * 2, workers=2, on_result=lambda item, pid: pids.append(pid))
+    deadline = time.monotonic() + 1.0  # the helpers got SIGKILL before run() returned; this only lets them be reaped
+    while any(map(_alive, pids)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(pids) == 2 and not any(map(_alive, pids)), [p for p in pids if _alive(p)]
+
+
+@pytest.mark.timeout(30)
+def test_rule6_continue_mode_keeps_the_jobs_traceback():
+    """Breaks if on_error="continue"'s final RunFailed drops the cause: its __cause__ is the first failure's
+    traceback from the worker, naming this file's RAISE-LINE."""
+    with pytest.raises(RunFailed) as info:
+        sup.run(raise_on_three, range(6), workers=2, on_error="continue")
+    cause = info.value.__cause__
+    assert cause is not None and "RAISE-LINE" in str(cause) and "raise_on_three" in str(cause), repr(cause)
+    assert info.value.item == 3
+
+
+def close_fds_at_one(item):
+    if item == 1:
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        time.sleep(30)  # lives on without its pipe: only the pipe's EOF can tell
+    return item
+
+
+@pytest.mark.timeout(30)
+def test_a_pipe_that_breaks_while_the_worker_lives_is_charged_at_once():
+    """Breaks if EOF on a live worker's pipe is taken for its death (waited for, then let go): the job closes the
+    worker's descriptors and sleeps 30 s; the run must fail within FAST, naming item 1, with no worker left."""
+    t0 = time.monotonic()
+    with pytest.raises(RunFailed) as info:
+        sup.run(close_fds_at_one, range(4), workers=1)
+    assert time.monotonic() - t0 < 5.0, "the pipe's EOF was not acted on"  # 30 s if it waits for the sleep
+    assert info.value.kind == "worker_died" and info.value.item == 1, info.value
+    assert "pipe broke" in str(info.value) and multiprocessing.active_children() == []
+
+
+def fork_a_copy_at_one(how):
+    """At item 1, fork: the copy returns the job's value (or calls sys.exit) and so comes back into the worker's
+    task loop, while the worker itself returns its own answer."""
+    item, mode = how
+    if item == 1 and os.fork() == 0:
+        if mode == "exit":
+            sys.exit(3)
+        time.sleep(0.2)  # the worker answers first; the copy then runs on with the worker's queue
+        return ("copy", os.getpid())
+    return ("worker", os.getpid())
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("mode", ["return", "exit"])
+def test_only_the_worker_answers_for_its_tasks(mode):
+    """Breaks if a forked copy of a worker can report in its name: every item is answered once, by a worker."""
+    seen = []
+    report = sup.run(fork_a_copy_at_one, [(i, mode) for i in range(6)], workers=1,
+                     on_result=lambda item, result: seen.append((item[0], result[0])))
+    assert report.completed == 6 and sorted(seen) == [(i, "worker") for i in range(6)], seen
+
+
+def inner_pool(item):
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(abs, -item).result(timeout=30)
+
+
+@pytest.mark.timeout(60)
+def test_a_job_may_use_a_process_pool_of_its_own():
+    """Breaks if workers are daemons again (multiprocessing refuses children to a daemon)."""
+    results = []
+    sup.run(inner_pool, [1, 2], workers=2, on_result=lambda item, result: results.append(result))
+    assert sorted(results) == [1, 2]
+
+
+def die_soon():
+    """An initializer that leaves a thread to SIGKILL this worker 0.1 s later, once it waits for work."""
+    import threading
+
+    def later():
+        time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=later, daemon=True).start()
+
+
+@pytest.mark.timeout(60)
+def test_deaths_with_no_item_in_play_end_the_run_past_the_budget():
+    """Breaks if a worker that keeps dying between tasks is replaced without end: each worker dies 0.1 s after its
+    start, idle, since the items source has nothing more for a while; past DEATH_BUDGET deaths in a row with no
+    item in play and nothing answered the run fails as worker_died saying where, and its notes stay bounded."""
+    import threading
+
+    more = threading.Event()
+
+    def items():
+        yield 0
+        more.wait(30)  # a slow source: meanwhile every replacement dies idle
+
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(RunFailed) as info:
+            sup.run(identity, items(), workers=1, initializer=die_soon)
+    finally:
+        more.set()
+    assert time.monotonic() - t0 < 10.0
+    assert info.value.kind == "worker_died" and "keep dying while idle" in str(info.value), info.value
+    assert len(info.value.report.notes) <= 2 * sup.NOTES_PER_KIND + 2, info.value.report.notes

@@ -21,6 +21,7 @@ from .events import read_events, stamp
 __all__ = ["read_events", "stamp"]  # kept importable as jobs.stamp / jobs.read_events (runner.py uses them)
 
 EVERY = "every"  # `at` value: misbehave on every item
+_RUNNING = 0  # tasks of this process inside Workload.__call__ now (DieIdleAt waits until there are none)
 ARTICLE_N = 1_000_000  # the article's payload: a list of 1,000,000 ints built one append at a time
 
 
@@ -36,6 +37,14 @@ class Workload:
     instant: bool = False  # build the list in one step ([1] * n): the same result, without the loop's CPU
 
     def __call__(self, item: Any) -> list[int]:
+        global _RUNNING
+        _RUNNING += 1
+        try:
+            return self._run(item)
+        finally:
+            _RUNNING -= 1
+
+    def _run(self, item: Any) -> list[int]:
         stamp(self.events, "start", item)
         if self.at == EVERY or (self.at is not None and item == self.at):
             self.misbehave(item)
@@ -268,9 +277,124 @@ class UsesInitDb(Workload):
 INITIALIZERS = {f.__name__: f for f in (open_db_once, failing_initializer)}
 
 
+# -- faults at the other moments of a worker's life (experiments/test_worker_phases.py) ---------------------------
+
+# System call numbers of a write of many bytes in one call (write, sendto: the count is their third argument), as
+# /proc/<pid>/task/<tid>/syscall shows them, by machine.
+BIG_WRITES = {"x86_64": {1, 44}, "aarch64": {64, 206}}
+SENDING_MARK = 64 << 10  # a write of at least this much in one call, after the job returned: its answer going out
+
+
+def _writing_big() -> bool:
+    """Is a thread of this process inside a write or sendto call of at least SENDING_MARK bytes now? Such a call
+    blocks (the GIL released) until the reader has taken what the pipe or socket cannot hold."""
+    import platform
+
+    numbers = BIG_WRITES.get(platform.machine(), BIG_WRITES["x86_64"])
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/syscall", "rb") as f:
+                fields = f.read().split()
+        except OSError:
+            continue
+        if len(fields) > 3 and fields[0].isdigit() and int(fields[0]) in numbers and int(fields[3], 16) >= SENDING_MARK:
+            return True
+    return False
+
+
+@dataclass(frozen=True, kw_only=True)
+class KillWhileSendingAt(Workload):
+    """At the item, return ``mb`` MiB of bytes and SIGKILL the worker while it writes that result to its parent: a
+    thread the job starts watches the process's threads (/proc/self/task/*/syscall) and kills once one of them is
+    inside a write of at least SENDING_MARK bytes. The job itself has finished: the fault is in the design's
+    answering step, whatever that is (a pipe, a queue's feeder thread, Dask's TCP)."""
+
+    mb: int = 64
+
+    def __call__(self, item: Any) -> Any:
+        if not (self.at == EVERY or item == self.at):
+            return super().__call__(item)
+        stamp(self.events, "start", item)
+        result = b"x" * (self.mb << 20)
+        threading.Thread(target=self._kill_once_sending, args=(item,), daemon=True).start()
+        return result
+
+    def _kill_once_sending(self, item: Any) -> None:
+        while not _writing_big():
+            time.sleep(0.0002)
+        stamp(self.events, "fault", item)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CloseFdsAt(Workload):
+    """At the item, close every file descriptor the worker inherited (3 and up), as a library that daemonizes
+    does, then finish the task normally: the worker's pipe or socket to its parent is gone while it lives."""
+
+    def misbehave(self, item: Any) -> None:
+        stamp(self.events, "fault", item)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class InnerPoolAt(Workload):
+    """At the item, use a process pool inside the job (``ProcessPoolExecutor(1)``, spawn), as libraries that
+    parallelise internally do (joblib, a numeric library): a worker must be allowed children."""
+
+    def misbehave(self, item: Any) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        stamp(self.events, "fault", item)
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            pool.submit(abs, -1).result(timeout=60)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeaveHelperAt(Workload):
+    """At the item, start a helper process (``sleep``) and return without waiting for it, as a job that starts a
+    server or a watcher and forgets it: the run succeeds; does the helper outlive it?"""
+
+    def misbehave(self, item: Any) -> None:
+        import subprocess
+
+        stamp(self.events, "fault", item)
+        subprocess.Popen(["sleep", "3600"])
+
+
+IDLE_FOR = 0.05
+
+
+@dataclass(frozen=True, kw_only=True)
+class DieIdleAt(Workload):
+    """At the item, return at once and leave a thread that SIGKILLs the worker once ``after`` s have passed and it
+    has run no task for IDLE_FOR s (the other items take ``delay`` s each; a design may have queued some of them on
+    this worker): a library's background thread that crashes the process between tasks. No item is in play."""
+
+    after: float = 0.5
+
+    def __call__(self, item: Any) -> Any:
+        if not (self.at == EVERY or item == self.at):
+            return super().__call__(item)
+        stamp(self.events, "start", item)
+        threading.Thread(target=self._die_later, args=(item,), daemon=True).start()
+        return [1] * self.n
+
+    def _die_later(self, item: Any) -> None:
+        time.sleep(self.after)
+        quiet_since = time.monotonic()
+        while time.monotonic() < quiet_since + IDLE_FOR:  # idle: no task of this process for IDLE_FOR s
+            time.sleep(0.001)
+            if _RUNNING:
+                quiet_since = time.monotonic()
+        stamp(self.events, "fault", item)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 JOBS = {cls.__name__: cls for cls in (Workload, RaiseAt, SleepAt, HangAt, HangInChildAt, KillSelfWithChildAt,
                                       HangIgnoringTermAt, KillSelfAt, OomAt, SegfaultAt, ExitAt, ReturnsAt,
-                                      RaiseUnpicklableAt, KillSelfAfterOtherOomAt, AllocateAt, UsesInitDb)}
+                                      RaiseUnpicklableAt, KillSelfAfterOtherOomAt, AllocateAt, UsesInitDb,
+                                      KillWhileSendingAt, CloseFdsAt, InnerPoolAt, LeaveHelperAt, DieIdleAt)}
 
 
 def make_job(spec: dict[str, Any]) -> Any:

@@ -255,6 +255,49 @@ def memory_limit_overrun(workers: int = 4, n: int = 1000) -> Scenario:
               items=16, run_kwargs={"memory_limit": MEMORY_LIMIT_MIB << 20}, watchdog=30, repeated_death=True)
 
 
+# Faults at the other moments of a worker's life (_worker.PHASES: starting, receiving, running, sending, idle,
+# exiting): the running phase is the scenarios above; these strike while it answers, while its pipe is gone,
+# when its job starts processes of its own, and between tasks.
+def killed_while_sending(workers: int = 4, n: int = SMALL_N) -> Scenario:
+    # Item 2 returns 32 MiB; the worker is SIGKILLed once 1 MiB of that answer has been written (jobs.KillWhileSendingAt).
+    return _s("killed_while_sending", workers, "a worker is SIGKILLed while it sends a large result", fault_item=2,
+              job={"type": "KillWhileSendingAt", "at": 2, "n": n, "delay": 0.3}, items=3 * workers,
+              watchdog=SHORT_WATCHDOG, repeated_death=True)
+
+
+def pipe_closed_while_alive(workers: int = 4, n: int = SMALL_N) -> Scenario:
+    # Item 2's job closes every inherited file descriptor (a daemonizing library) and finishes normally.
+    return _s("pipe_closed_while_alive", workers, "a job closes the worker's pipe; the process lives on", fault_item=2,
+              job={"type": "CloseFdsAt", "at": 2, "n": n, "delay": 0.3}, items=3 * workers,
+              watchdog=SHORT_WATCHDOG, repeated_death=True)
+
+
+def job_uses_process_pool(workers: int = 4, n: int = SMALL_N) -> Scenario:
+    # Item 1's job runs a ProcessPoolExecutor(1) of its own (joblib, a numeric library): allowed, or refused?
+    return _s("job_uses_process_pool", workers, "a job starts a process pool of its own", fault_item=1,
+              job={"type": "InnerPoolAt", "at": 1, "n": n, "delay": 0.1}, items=2 * workers,
+              watchdog=SHORT_WATCHDOG + 3.0)
+
+
+def helper_outlives_job(workers: int = 4, n: int = SMALL_N) -> Scenario:
+    # Item 1's job starts `sleep 3600` and returns; the run succeeds. Is the helper left running after run()?
+    return _s("helper_outlives_job", workers, "a job starts a helper process and returns; the run succeeds",
+              job={"type": "LeaveHelperAt", "at": 1, "n": n, "delay": 0.1}, items=2 * workers,
+              watchdog=SHORT_WATCHDOG)
+
+
+def worker_dies_idle(workers: int = 4, n: int = SMALL_N) -> Scenario:
+    # One item per worker: item 0 returns at once and its worker is SIGKILLed 0.5 s later, idle, while the others
+    # take 1.5 s. No item is in play: does the run finish, and is the death reported?
+    return _s("worker_dies_idle", workers, "a worker dies while idle (a background thread crashes it)",
+              job={"type": "DieIdleAt", "at": 0, "n": n, "delay": 1.5, "after": 0.5}, items=workers,
+              watchdog=SHORT_WATCHDOG)
+
+
+PHASE_SCENARIOS = {f.__name__: f for f in (killed_while_sending, pipe_closed_while_alive, job_uses_process_pool,
+                                           helper_outlives_job, worker_dies_idle)}
+
+
 SCENARIOS: dict[str, Callable[..., Scenario]] = {
     "worker_raises": worker_raises,
     "worker_raises_every": worker_raises_every,
@@ -277,4 +320,5 @@ SCENARIOS: dict[str, Callable[..., Scenario]] = {
     "blocking_source": blocking_source,
     "memory_limit_overrun": memory_limit_overrun,
     **{name: serialization(name) for name in SERIALIZATION},
+    **PHASE_SCENARIOS,
 }
