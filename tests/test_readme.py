@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ast
 import inspect
-import json
 import os
 import re
 import signal
@@ -59,7 +58,7 @@ def files_to_copy(text: str) -> list[str]:
 
 @pytest.fixture
 def project() -> Iterator[Path]:
-    """A reader's project outside the repository: the README's files copied into PACKAGE, and job.py."""
+    """A reader's project outside the repository: the README's files copied into PACKAGE, job.py and resume.py."""
     text = README.read_text()
     with tempfile.TemporaryDirectory(prefix="readme-project-") as tmp:
         folder = Path(tmp)
@@ -71,6 +70,7 @@ def project() -> Iterator[Path]:
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes((ROOT / "variants" / rel).read_bytes())
         (folder / "job.py").write_text(example(text, "job.py"))
+        (folder / "resume.py").write_text(example(text, "resume"))  # "next to job.py"
         yield folder
     assert not folder.exists()
 
@@ -154,51 +154,72 @@ def square(n):
     if n == 13 and not Path("seen-13").exists():
         Path("seen-13").write_text("")
         raise ConnectionError("the API did not answer")
+    if n < 0:
+        raise ValueError(f"cannot take a negative number, got {n}")
     return n * n
 '''
 
-DRIVER = '''
-import json
-import sys
-
-from fanout.contract import RunFailed
-from fanout.supervisor import run
-from flaky import square
-
-
-def main():
-    items = iter(range(40))  # an iterator: what the first run never pulled is still in it
-    done = []
-
-    def save(n, result):
-        done.append(n)
-
-    scope = dict(globals(), items=items, save=save)
-    exec(sys.stdin.read(), scope)  # the README's recipe, verbatim
-    print(json.dumps({"done": done, "todo": scope["todo"], "completed": scope["report"].completed}))
+# squares.db made before the script runs, with the table the scripts create (they keep it: CREATE TABLE IF NOT
+# EXISTS) and a trigger that logs every insert, so a save repeated by a resume shows even under INSERT OR REPLACE.
+SAVES_LOG = """
+CREATE TABLE squares (n INTEGER PRIMARY KEY, square INTEGER NOT NULL);
+CREATE TABLE saves (n INTEGER NOT NULL);
+CREATE TRIGGER log_save AFTER INSERT ON squares BEGIN INSERT INTO saves VALUES (NEW.n); END;
+"""
 
 
-if __name__ == "__main__":
-    main()
-'''
+def _resume(folder: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], list[int], dict[int, str]]:
+    """``python resume.py ARGS`` on a fresh squares.db: the run, every save in order, the failures table."""
+    with sqlite3.connect(folder / "squares.db") as db:
+        db.executescript(SAVES_LOG)
+    db.close()
+    r = run_script(folder, "resume.py", *args)
+    with sqlite3.connect(folder / "squares.db") as db:
+        saves = [n for n, in db.execute("SELECT n FROM saves")]
+        failures = dict(db.execute("SELECT n, kind FROM failures"))
+        wrong = db.execute("SELECT n FROM squares WHERE square != n * n").fetchall()
+    db.close()
+    assert wrong == [], "a saved square is wrong"
+    return r, saves, failures
+
+
+def _resumes(r: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in r.stderr.splitlines() if line.startswith("resuming ")]
 
 
 @pytest.mark.timeout(90)
-def test_the_resume_recipe_finishes_the_job(project):
-    recipe = example(README.read_text(), "resume")
-    (project / "flaky.py").write_text(FLAKY)
-    (project / "driver.py").write_text(DRIVER)
-    r = run_script(project, "driver.py", stdin=recipe)
+def test_the_resume_script_sets_a_permanent_culprit_aside(project):
+    r, saves, failures = _resume(project, "1", "2", "-3", "4")
     assert r.returncode == 0, r.stderr
-    got = json.loads(r.stdout)
-    todo, done = got["todo"], got["done"]
-    assert 13 in todo, "the failed item is left to do"
-    # Items are pulled in order, so "the unfinished ones in pull order, then the ones never pulled" is
-    # ascending, each once.
-    assert todo == sorted(set(todo)), todo
-    assert len(todo) < 40, "the first run finished some items before the fault"
-    assert sorted(done) == list(range(40)), "over both runs every item was saved exactly once"
-    assert got["completed"] == len(todo)
+    assert r.stdout == "3 item(s) done, 1 set aside (see the table failures)\n", r.stdout
+    assert sorted(saves) == [1, 2, 4], f"over all runs every good item is saved exactly once: {saves}"
+    assert failures == {-3: "worker_error"}
+    assert len(_resumes(r)) == 2, "the culprit runs twice, then is set aside:\n" + r.stderr
+
+
+@pytest.mark.timeout(90)
+def test_the_resume_script_saves_a_transient_culprit_on_its_resume(project):
+    (project / "job.py").write_text(FLAKY)  # resume.py imports square from job.py
+    r, saves, failures = _resume(project)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "100 item(s) done, 0 set aside (see the table failures)\n", r.stdout
+    assert sorted(saves) == list(range(100)), "over all runs every item is saved exactly once"
+    assert failures == {}
+    resumes = _resumes(r)
+    assert len(resumes) == 1 and resumes[0].endswith("(item 13)"), r.stderr
+    left = int(resumes[0].split()[1])
+    assert 0 < left < 100, "the first run saved some items, and the resume had what was left"
+
+
+@pytest.mark.timeout(90)
+def test_the_resume_script_stops_after_too_many_culprits(project):
+    limit = int(re.search(r"^MAX_SET_ASIDE = (\d+)", example(README.read_text(), "resume"), re.M).group(1))
+    culprits = [str(-n) for n in range(1, limit + 2)]
+    r, saves, failures = _resume(project, *culprits, "5", "6")
+    assert r.returncode == 1
+    assert r.stderr.splitlines()[-1].startswith(f"{PACKAGE}.contract.RunFailed: worker_error"), r.stderr
+    assert len(failures) == limit and set(failures) < {int(c) for c in culprits}, failures
+    assert len(saves) == len(set(saves)) and set(saves) <= {5, 6}, saves
 
 
 def _options_table(text: str) -> dict[str, object]:
