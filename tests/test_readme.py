@@ -305,3 +305,26 @@ def test_the_japanese_readme_has_the_same_structure():
     for key in s_en:
         assert s_ja[key] == s_en[key], f"README.ja.md differs from README.md in its {key}"
     assert _blocks(ja) == _blocks(en), "a generated section or an example differs between the two READMEs"
+
+
+# -- CI follows the README ---------------------------------------------------------------------------------
+# Each command of the Quick start, and what .ci/run runs for it: the same commands, in a virtual environment
+# of CI's own (a temporary folder, never the clone's .venv), called by path instead of activated.
+QUICK_START_IN_CI = {
+    "python3 -m venv .venv": 'fresh_venv python3 "$readme" ".[dev]"',
+    ". .venv/bin/activate": 'fresh_venv python3 "$readme" ".[dev]"',
+    'pip install -e ".[dev]"': '"$2/bin/python" -m pip install -q -e "$3"',
+    "python -m pytest": '"$1/bin/python" -m pytest\n',
+}
+
+
+def test_ci_runs_the_quick_start_as_the_readme_gives_it():
+    quick_start = README.read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", quick_start, re.S)
+    assert block, "the Quick start has no bash block"
+    commands = [line.split("#", 1)[0].strip() for line in block.group(1).splitlines()]
+    assert commands == list(QUICK_START_IN_CI), "the Quick start changed: make .ci/run (and this table) follow it"
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert [c for c, in_ci in QUICK_START_IN_CI.items() if in_ci not in ci] == [], ".ci/run no longer runs these"
+    assert 'fresh_venv() {  # $1: interpreter, $2: venv dir, $3: the pip target\n  "$1" -m venv "$2"\n' in ci
+    assert '"$readme/bin/python" bench/run.py --quick' in ci, "CI runs the README's other command, the bench"
