@@ -1,13 +1,13 @@
-"""The README is a promise: what it says to copy is enough, its script runs as written, it prints as shown.
+"""The README is a promise: what it says to copy is enough, its scripts run as written, they print as shown.
 
 Each test takes its text from README.md itself (between ``<!-- example:NAME:begin/end -->`` markers, or
-from the tables), so the README and these checks cannot drift apart. The script runs the way a reader
-would run it: the files the README names are copied into a fresh package in a temporary folder outside
-the repository, and the script is started there with ``python -S`` (no site-packages: neither this
+from the tables), so the README and these checks cannot drift apart. The scripts (job.py, resume.py) run the
+way a reader would run them: the files the README names are copied into a fresh package in a temporary folder
+outside the repository, and each script is started there with ``python -S`` (no site-packages: neither this
 repository nor anything installed is importable, only the standard library and the copy).
 
-The last test keeps README.ja.md in step with README.md: same headings, markers, anchors, code blocks,
-links to files, and the same generated sections.
+Near the end, one test keeps README.ja.md in step with README.md: same headings, markers, anchors, code blocks,
+links to files, and the same generated sections; the last checks that .ci/run runs the README's Quick start.
 """
 
 from __future__ import annotations
