@@ -1,20 +1,19 @@
-"""The README is a promise: what it says to copy is enough, its script runs as written, it prints as shown.
+"""The README is a promise: what it says to copy is enough, its scripts run as written, they print as shown.
 
 Each test takes its text from README.md itself (between ``<!-- example:NAME:begin/end -->`` markers, or
-from the tables), so the README and these checks cannot drift apart. The script runs the way a reader
-would run it: the files the README names are copied into a fresh package in a temporary folder outside
-the repository, and the script is started there with ``python -S`` (no site-packages: neither this
+from the tables), so the README and these checks cannot drift apart. The scripts (job.py, resume.py) run the
+way a reader would run them: the files the README names are copied into a fresh package in a temporary folder
+outside the repository, and each script is started there with ``python -S`` (no site-packages: neither this
 repository nor anything installed is importable, only the standard library and the copy).
 
-The last test keeps README.ja.md in step with README.md: same headings, markers, anchors, code blocks,
-links to files, and the same generated sections.
+Near the end, one test keeps README.ja.md in step with README.md: same headings, markers, anchors, code blocks,
+links to files, and the same generated sections; the last checks that .ci/run runs the README's Quick start.
 """
 
 from __future__ import annotations
 
 import ast
 import inspect
-import json
 import os
 import re
 import signal
@@ -59,7 +58,7 @@ def files_to_copy(text: str) -> list[str]:
 
 @pytest.fixture
 def project() -> Iterator[Path]:
-    """A reader's project outside the repository: the README's files copied into PACKAGE, and job.py."""
+    """A reader's project outside the repository: the README's files copied into PACKAGE, job.py and resume.py."""
     text = README.read_text()
     with tempfile.TemporaryDirectory(prefix="readme-project-") as tmp:
         folder = Path(tmp)
@@ -71,6 +70,7 @@ def project() -> Iterator[Path]:
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes((ROOT / "variants" / rel).read_bytes())
         (folder / "job.py").write_text(example(text, "job.py"))
+        (folder / "resume.py").write_text(example(text, "resume"))  # "next to job.py"
         yield folder
     assert not folder.exists()
 
@@ -110,27 +110,38 @@ def test_minimal_script_runs_unchanged_from_a_copy_of_the_named_files(project):
     assert rows == [(n, n * n) for n in range(100)]
 
 
-def _frames(text: str) -> list[tuple[str, int, str]]:
-    """(file name, line, function) of each traceback frame in job.py."""
-    return [(Path(f).name, int(line), fn) for f, line, fn in re.findall(r'File "([^"]+)", line (\d+), in (\S+)', text)
-            if Path(f).name == "job.py"]
+SHOWN_FOLDER = "/tmp/your_project"  # where the README says its failure example ran
+
+
+def _as_shown(stderr: str, folder: Path) -> str:
+    """A real run's stderr as the README shows it: run in SHOWN_FOLDER, and the line numbers of every file
+    but job.py elided as ``line ...`` (the copied supervisor's move whenever its code does; job.py's are the
+    README's own, and are kept)."""
+    for path in {str(folder.resolve()), str(folder)}:
+        stderr = stderr.replace(path, SHOWN_FOLDER)
+    return re.sub(rf'(File "{re.escape(SHOWN_FOLDER)}/(?!job\.py")[^"]+", line )\d+', r"\1...", stderr)
+
+
+def _without_carets(text: str) -> list[str]:
+    """The lines of a traceback less its ``^^^``/``~~~`` markers, which differ between Python versions."""
+    return [line for line in text.splitlines() if not re.fullmatch(r"\s*[~^]+\s*", line)]
 
 
 @pytest.mark.timeout(90)
 def test_a_failing_item_prints_what_the_readme_shows(project):
-    shown = example(README.read_text(), "failure")
-    command, *output = shown.splitlines()
+    text = README.read_text()
+    shown = example(text, "failure")
+    command, _ = shown.split("\n", 1)
     assert command == "$ python job.py 1 2 -3 4"
     r = run_script(project, "job.py", "1", "2", "-3", "4")
     assert r.returncode == 1, r.stderr
-    real = r.stderr.splitlines()
-    # The supervisor's own line numbers may move; what the reader acts on may not. On a mismatch, paste
-    # the real output below into both READMEs (the run was in a folder named like /tmp/your_project).
-    paste = f"\nreal output:\n{r.stderr}"
-    assert real[-1] == output[-1], "the last line (the diagnosis) differs from the README's" + paste
-    assert _frames(shown) == _frames(r.stderr), "the README's job.py frames differ from a real run's" + paste
-    cause = "The above exception was the direct cause of the following exception:"
-    assert (cause in shown) == (cause in r.stderr), "the README and a real run disagree on the chained cause" + paste
+    real = f"{command}\n{_as_shown(r.stderr, project)}"
+    # Every line, every frame's file and function, job.py's line numbers: as a real run prints them now. On a
+    # mismatch, paste the output below between the failure markers of both READMEs.
+    assert _without_carets(shown) == _without_carets(real), f"the README's failure example is stale; real:\n{real}"
+    line = re.search(r'File "[^"]+/job\.py", line (\d+), in square', shown).group(1)
+    assert f"(`job.py`, line {line})" in text, "the prose under the example quotes another line of job.py"
+    assert f"(`job.py` の {line} 行目)" in README_JA.read_text(), "README.ja.md quotes another line of job.py"
 
 
 @pytest.mark.timeout(90)
@@ -154,51 +165,72 @@ def square(n):
     if n == 13 and not Path("seen-13").exists():
         Path("seen-13").write_text("")
         raise ConnectionError("the API did not answer")
+    if n < 0:
+        raise ValueError(f"cannot take a negative number, got {n}")
     return n * n
 '''
 
-DRIVER = '''
-import json
-import sys
-
-from fanout.contract import RunFailed
-from fanout.supervisor import run
-from flaky import square
-
-
-def main():
-    items = iter(range(40))  # an iterator: what the first run never pulled is still in it
-    done = []
-
-    def save(n, result):
-        done.append(n)
-
-    scope = dict(globals(), items=items, save=save)
-    exec(sys.stdin.read(), scope)  # the README's recipe, verbatim
-    print(json.dumps({"done": done, "todo": scope["todo"], "completed": scope["report"].completed}))
+# squares.db made before the script runs, with the table the scripts create (they keep it: CREATE TABLE IF NOT
+# EXISTS) and a trigger that logs every insert, so a save repeated by a resume shows even under INSERT OR REPLACE.
+SAVES_LOG = """
+CREATE TABLE squares (n INTEGER PRIMARY KEY, square INTEGER NOT NULL);
+CREATE TABLE saves (n INTEGER NOT NULL);
+CREATE TRIGGER log_save AFTER INSERT ON squares BEGIN INSERT INTO saves VALUES (NEW.n); END;
+"""
 
 
-if __name__ == "__main__":
-    main()
-'''
+def _resume(folder: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], list[int], dict[int, str]]:
+    """``python resume.py ARGS`` on a fresh squares.db: the run, every save in order, the failures table."""
+    with sqlite3.connect(folder / "squares.db") as db:
+        db.executescript(SAVES_LOG)
+    db.close()
+    r = run_script(folder, "resume.py", *args)
+    with sqlite3.connect(folder / "squares.db") as db:
+        saves = [n for n, in db.execute("SELECT n FROM saves")]
+        failures = dict(db.execute("SELECT n, kind FROM failures"))
+        wrong = db.execute("SELECT n FROM squares WHERE square != n * n").fetchall()
+    db.close()
+    assert wrong == [], "a saved square is wrong"
+    return r, saves, failures
+
+
+def _resumes(r: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in r.stderr.splitlines() if line.startswith("resuming ")]
 
 
 @pytest.mark.timeout(90)
-def test_the_resume_recipe_finishes_the_job(project):
-    recipe = example(README.read_text(), "resume")
-    (project / "flaky.py").write_text(FLAKY)
-    (project / "driver.py").write_text(DRIVER)
-    r = run_script(project, "driver.py", stdin=recipe)
+def test_the_resume_script_sets_a_permanent_culprit_aside(project):
+    r, saves, failures = _resume(project, "1", "2", "-3", "4")
     assert r.returncode == 0, r.stderr
-    got = json.loads(r.stdout)
-    todo, done = got["todo"], got["done"]
-    assert 13 in todo, "the failed item is left to do"
-    # Items are pulled in order, so "the unfinished ones in pull order, then the ones never pulled" is
-    # ascending, each once.
-    assert todo == sorted(set(todo)), todo
-    assert len(todo) < 40, "the first run finished some items before the fault"
-    assert sorted(done) == list(range(40)), "over both runs every item was saved exactly once"
-    assert got["completed"] == len(todo)
+    assert r.stdout == "3 item(s) done, 1 set aside (see the table failures)\n", r.stdout
+    assert sorted(saves) == [1, 2, 4], f"over all runs every good item is saved exactly once: {saves}"
+    assert failures == {-3: "worker_error"}
+    assert len(_resumes(r)) == 2, "the culprit runs twice, then is set aside:\n" + r.stderr
+
+
+@pytest.mark.timeout(90)
+def test_the_resume_script_saves_a_transient_culprit_on_its_resume(project):
+    (project / "job.py").write_text(FLAKY)  # resume.py imports square from job.py
+    r, saves, failures = _resume(project)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "100 item(s) done, 0 set aside (see the table failures)\n", r.stdout
+    assert sorted(saves) == list(range(100)), "over all runs every item is saved exactly once"
+    assert failures == {}
+    resumes = _resumes(r)
+    assert len(resumes) == 1 and resumes[0].endswith("(item 13)"), r.stderr
+    left = int(resumes[0].split()[1])
+    assert 0 < left < 100, "the first run saved some items, and the resume had what was left"
+
+
+@pytest.mark.timeout(90)
+def test_the_resume_script_stops_after_too_many_culprits(project):
+    limit = int(re.search(r"^MAX_SET_ASIDE = (\d+)", example(README.read_text(), "resume"), re.M).group(1))
+    culprits = [str(-n) for n in range(1, limit + 2)]
+    r, saves, failures = _resume(project, *culprits, "5", "6")
+    assert r.returncode == 1
+    assert r.stderr.splitlines()[-1].startswith(f"{PACKAGE}.contract.RunFailed: worker_error"), r.stderr
+    assert len(failures) == limit and set(failures) < {int(c) for c in culprits}, failures
+    assert len(saves) == len(set(saves)) and set(saves) <= {5, 6}, saves
 
 
 def _options_table(text: str) -> dict[str, object]:
@@ -284,3 +316,26 @@ def test_the_japanese_readme_has_the_same_structure():
     for key in s_en:
         assert s_ja[key] == s_en[key], f"README.ja.md differs from README.md in its {key}"
     assert _blocks(ja) == _blocks(en), "a generated section or an example differs between the two READMEs"
+
+
+# -- CI follows the README ---------------------------------------------------------------------------------
+# Each command of the Quick start, and what .ci/run runs for it: the same commands, in a virtual environment
+# of CI's own (a temporary folder, never the clone's .venv), called by path instead of activated.
+QUICK_START_IN_CI = {
+    "python3 -m venv .venv": 'fresh_venv python3 "$readme" ".[dev]"',
+    ". .venv/bin/activate": 'fresh_venv python3 "$readme" ".[dev]"',
+    'pip install -e ".[dev]"': '"$2/bin/python" -m pip install -q -e "$3"',
+    "python -m pytest": '"$1/bin/python" -m pytest\n',
+}
+
+
+def test_ci_runs_the_quick_start_as_the_readme_gives_it():
+    quick_start = README.read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", quick_start, re.S)
+    assert block, "the Quick start has no bash block"
+    commands = [line.split("#", 1)[0].strip() for line in block.group(1).splitlines()]
+    assert commands == list(QUICK_START_IN_CI), "the Quick start changed: make .ci/run (and this table) follow it"
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert [c for c, in_ci in QUICK_START_IN_CI.items() if in_ci not in ci] == [], ".ci/run no longer runs these"
+    assert 'fresh_venv() {  # $1: interpreter, $2: venv dir, $3: the pip target\n  "$1" -m venv "$2"\n' in ci
+    assert '"$readme/bin/python" bench/run.py --quick' in ci, "CI runs the README's other command, the bench"
