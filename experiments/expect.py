@@ -7,9 +7,10 @@ bad: "hung" is a passing outcome for a design that hangs. Rows may differ by Pyt
 
 Every :func:`check` also records what it saw (:func:`record`): under pytest, into the session's file
 (``LAB_OBSERVATIONS``, set by the root conftest.py), which the suite prints at the end as one table per
-fault ("what each design did"), so ``pytest experiments/test_worker_oom.py`` shows the failure, not only
-a green dot. ``LAB_RECORD=path.jsonl`` additionally appends every observation to a file of your own that
-outlives the run (the same JSON lines).
+test and parameters ("what each design did": a row per design, under a caption saying which variant of the
+file's scenario it is), so ``pytest experiments/test_worker_oom.py`` shows the failure, not only a green dot.
+``LAB_RECORD=path.jsonl`` additionally appends every observation to a file of your own that outlives the run
+(the same JSON lines).
 """
 
 from __future__ import annotations
