@@ -9,7 +9,7 @@ starts inherits it):
 - ``TMPDIR``: a private folder, so every temporary file or folder of the session (the lab's, pytest's,
   multiprocessing's, dask's) is in one place; what is still in it at the end was left behind.
 - ``LAB_OBSERVATIONS``: the JSON-lines file :func:`experiments.expect.record` appends every observation
-  to; the terminal summary prints them per fault as a table.
+  to; the terminal summary prints them as tables (one per test and parameters, a row per design).
 
 At the end (after xdist has stopped its workers) the session fails, listing what, if any process of the
 session, any new lab memory cgroup or any temporary file is left; then it removes them.

@@ -26,6 +26,7 @@ import functools
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -46,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 import psutil  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from bench import report  # noqa: E402
+from bench import report, summary  # noqa: E402
 from experiments.lab import cgroup  # noqa: E402
 from experiments.lab.harness import Outcome, run_scenario  # noqa: E402
 from experiments.lab.jobs import ARTICLE_N  # noqa: E402
@@ -179,14 +180,16 @@ class Job(NamedTuple):
     extra: dict[str, Any]  # items, sample_memory
 
 
-def jobs_for(plan: Plan) -> list[Job]:
-    """Every run the plan makes, in order."""
+def jobs_for(plan: Plan, skips: list[str] | None = None) -> list[Job]:
+    """Every run the plan makes, in order; what it leaves out for this machine goes into ``skips``, in words."""
     out = []
-    oom_ok = cgroup.availability()[0]
+    oom_ok, oom_why = cgroup.availability()
 
     def add(sweep, make, variant, workers=4, n=None, rep=0, **extra):
         sc = make(workers=workers) if n is None else make(workers=workers, n=n)
         if "oom" in sc.needs and not oom_ok:
+            if skips is not None:
+                skips.append(f"{sweep}: {sc.name} (needs a real OOM kill: {oom_why})")
             return
         if sweep == "latency_payload" and n:
             # Each task builds, pickles and unpickles n ints: ~1 s per 10^6 ints on a loaded 2-core machine
@@ -280,16 +283,44 @@ def run_one(job: Job, proven_hung: dict[tuple[Any, ...], dict[str, Any]] | None 
     return rec
 
 
-def run_overhead(plan: Plan, tmp: Path) -> dict[str, Any]:
+# How long the overhead sweep's pytest process may take as a whole before it is killed and the bench fails.
+OVERHEAD_LIMIT = 1200
+# A line of ``pytest -v`` that ends one benchmark: one tick of the progress bar.
+BENCHMARK_DONE = re.compile(r"::test_\S+ (PASSED|FAILED|ERROR|SKIPPED)")
+
+
+def overhead_benchmarks() -> int:
+    """How many benchmarks bench/test_overhead.py times: its two baselines and every installed design (it is
+    parametrized over the installed ones, whatever --only says; run_overhead keeps the plan's)."""
+    return 2 + sum(v.available()[0] for v in VARIANTS.values())
+
+
+def run_overhead(plan: Plan, tmp: Path, tick: Any = None) -> dict[str, Any]:
+    """The overhead sweep in a pytest process of its own; ``tick(name)`` as each benchmark ends."""
     out = tmp / "benchmark.json"
     env = dict(os.environ, BENCH_TASKS=str(plan.overhead_tasks), BENCH_ROUNDS=str(plan.overhead_rounds),
                PYTHONPATH=str(ROOT))
     # -n 0: one process (pytest-benchmark refuses to time under xdist, and timings must not share cores).
-    cmd = [sys.executable, "-m", "pytest", str(ROOT / "bench" / "test_overhead.py"), "-q", "-n", "0",
+    # -v: a line per benchmark as it ends, read as it comes for the progress bar.
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "bench" / "test_overhead.py"), "-v", "-n", "0",
            "--benchmark-enable", f"--benchmark-json={out}", "-p", "no:randomly"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    lines: list[str] = []
+    with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        def read() -> None:
+            for line in proc.stdout:
+                lines.append(line)
+                if tick is not None and (m := BENCHMARK_DONE.search(line)):
+                    tick(m.group(0).removeprefix("::"))
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            proc.wait(timeout=OVERHEAD_LIMIT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        reader.join(timeout=10)
     if proc.returncode != 0:
-        raise RuntimeError(f"overhead benchmark failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"overhead benchmark failed:\n{''.join(lines)[-6000:]}")
     data = json.loads(out.read_text())
     rows = []
     for b in data["benchmarks"]:
@@ -382,28 +413,39 @@ def main(argv: list[str] | None = None) -> int:
     seconds: dict[str, float] = defaultdict(float)
     measured: dict[int, dict[str, Any]] = {}
     most: dict[str, int] = {}  # the most fault-sweep runs at once
+    plan_skips = [f"sweep {s} (not in --only-sweeps)" for s in SWEEPS if s not in sweeps]
+    plan_skips += [f"design {v} (not in --only)" for v in VARIANTS if v not in variants]
     try:
         (tmp / "raw").mkdir()
-        todo = jobs_for(plan)
-        bar = tqdm(total=len(todo), unit="run", desc="bench", dynamic_ncols=True, file=sys.stderr)
+        todo = jobs_for(plan, plan_skips)
+        from bench import throughput
+
+        available = [v for v in plan.variants if VARIANTS[v].available()[0]]
+        # One tick per lab run, per overhead benchmark and per throughput process: every sweep is in the total.
+        total = (len(todo) + (overhead_benchmarks() if "overhead" in sweeps else 0)
+                 + (len(throughput.processes(available, plan.quick)) if "throughput" in sweeps else 0))
+        bar = tqdm(total=total, unit="step", desc="bench", dynamic_ncols=True, file=sys.stderr)
+
+        def tick(what: str) -> None:
+            bar.set_postfix_str(what, refresh=False)
+            bar.update()
+
         for sweep, rec in measure(todo, plan.jobs, bar, seconds, measured, most):
             by_sweep[sweep].append(rec)
         if "overhead" in sweeps:
-            bar.write("bench: overhead (pytest-benchmark)")
+            bar.set_postfix_str("overhead (pytest-benchmark, one process)")
             t = time.monotonic()
-            by_sweep["overhead"] = run_overhead(plan, tmp)
+            by_sweep["overhead"] = run_overhead(plan, tmp, lambda name: tick(f"overhead {name}"))
             seconds["overhead"] += time.monotonic() - t
         if "throughput" in sweeps:
-            bar.write("bench: throughput (each design and worker count in a fresh process)")
+            bar.set_postfix_str("throughput (each design and worker count in a fresh process)")
             t = time.monotonic()
-            from bench import throughput
-
-            available = [v for v in plan.variants if VARIANTS[v].available()[0]]
-            by_sweep["throughput"] = {"runs": throughput.sweep(available, plan.quick, bar.write,
+            by_sweep["throughput"] = {"runs": throughput.sweep(available, plan.quick, tick,
                                                                 per_task=per_task(by_sweep.get("overhead"))) + [
                 {"contender": v, "status": "not_installed", "message": VARIANTS[v].available()[1]}
                 for v in plan.variants if v not in available]}
             seconds["throughput"] += time.monotonic() - t
+        bar.close()
         write_raw(tmp, by_sweep, stamp(plan, started, seconds, most))
         keep_other_variants(tmp, out, set(plan.variants))
         report.render(tmp, readme=None, link_base=link_base(out))  # first here: a rendering error leaves `out` as it was
@@ -418,8 +460,20 @@ def main(argv: list[str] | None = None) -> int:
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"bench: wrote {out} in {time.monotonic() - started:.0f} s", file=sys.stderr)
+    print_summary(out, time.monotonic() - started, seconds, by_sweep, plan_skips)
     return 0
+
+
+def print_summary(out: Path, duration: float, seconds: dict[str, float], by_sweep: dict[str, Any],
+                  plan_skips: list[str]) -> None:
+    """The closing summary (bench/summary.py) of a run whose results are now in ``out``."""
+    raw = {f.name: json.loads(f.read_text()) for f in sorted((out / "raw").glob("*.json"))}
+    files = sorted([*out.glob("*.png"), *(out / n for n in ("fault_matrix.md", "README-section.md")),
+                    *(out / "raw" / n for n in raw)])
+    files = [f for f in files if f.exists()] + ([README] if out == RESULTS.resolve() else [])
+    lines = summary.summary(files=files, seconds=duration, sweep_seconds=dict(seconds), by_sweep=by_sweep,
+                            plan_skips=plan_skips, new_raw=raw, old_raw=summary.committed_raw(ROOT, out, list(raw)))
+    print("\n".join(lines))
 
 
 # Sweeps whose runs share the machine: with --jobs 2 two of them run at a time, and more while the machine is

@@ -201,26 +201,34 @@ def sweep(contenders: list[str], quick: bool, progress: Any = None,
     run, and says so with the figure it is predicted from (Dask's scheduler: ~5 ms per task, so 20,000 tiny
     tasks would take ~100 s; two such points cost 80 s of bench to learn "did not finish")."""
     out = []
+    for contender, w, durations in processes(contenders, quick):
+        points = []
+        for seconds in durations:
+            tasks = tasks_for(seconds, w, quick)
+            point = {"contender": contender, "variant": contender, "workers": w, "seconds": seconds,
+                     "tasks": tasks, "ideal": tasks * seconds / w}
+            rate = (per_task or {}).get(contender)
+            if rate and tasks * max(rate, seconds / w) > POINT_LIMIT / PREDICTION_MARGIN:
+                point.update(total=None, error=f"{NOT_RUN}~{tasks * max(rate, seconds / w):.0f} s predicted from "
+                             f"the overhead sweep ({rate * 1000:.1f} ms per tiny task), past the "
+                             f"{POINT_LIMIT:.0f} s limit (with its margin)")
+            points.append(point)
+        out += measure(contender, w, points)
+        if progress is not None:
+            progress(f"throughput {contender} w={w}")
+    return out
+
+
+def processes(contenders: list[str], quick: bool) -> list[tuple[str, int, tuple[float, ...]]]:
+    """What ``sweep`` runs, in order: (contender, workers, task durations), each in a process of its own (more
+    than one when a point runs past its limit: ``measure``). bench/run.py counts them for its progress bar."""
+    out = []
     for contender in [REFERENCE, *contenders]:
         full = contender == REFERENCE or contender in FULL_SWEEP
         if quick and not full:
             continue
         durations = (0.0, 0.001) if quick else DURATIONS if full else OTHERS_DURATIONS
-        for w in (2,) if quick else WORKERS if full else OTHERS_WORKERS:
-            points = []
-            for seconds in durations:
-                tasks = tasks_for(seconds, w, quick)
-                point = {"contender": contender, "variant": contender, "workers": w, "seconds": seconds,
-                         "tasks": tasks, "ideal": tasks * seconds / w}
-                rate = (per_task or {}).get(contender)
-                if rate and tasks * max(rate, seconds / w) > POINT_LIMIT / PREDICTION_MARGIN:
-                    point.update(total=None, error=f"{NOT_RUN}~{tasks * max(rate, seconds / w):.0f} s predicted from "
-                                 f"the overhead sweep ({rate * 1000:.1f} ms per tiny task), past the "
-                                 f"{POINT_LIMIT:.0f} s limit (with its margin)")
-                points.append(point)
-            out += measure(contender, w, points)
-            if progress is not None:
-                progress(f"throughput {contender} w={w}")
+        out += [(contender, w, durations) for w in ((2,) if quick else WORKERS if full else OTHERS_WORKERS)]
     return out
 
 

@@ -7,9 +7,10 @@ bad: "hung" is a passing outcome for a design that hangs. Rows may differ by Pyt
 
 Every :func:`check` also records what it saw (:func:`record`): under pytest, into the session's file
 (``LAB_OBSERVATIONS``, set by the root conftest.py), which the suite prints at the end as one table per
-fault ("what each design did"), so ``pytest experiments/test_worker_oom.py`` shows the failure, not only
-a green dot. ``LAB_RECORD=path.jsonl`` additionally appends every observation to a file of your own that
-outlives the run (the same JSON lines).
+test and parameters ("what each design did": a row per design, under a caption saying which variant of the
+file's scenario it is), so ``pytest experiments/test_worker_oom.py`` shows the failure, not only a green dot.
+``LAB_RECORD=path.jsonl`` additionally appends every observation to a file of your own that outlives the run
+(the same JSON lines).
 """
 
 from __future__ import annotations
@@ -122,10 +123,16 @@ def params(table: dict[str, Any]) -> list[Any]:
     return out
 
 
-def check(o: Outcome, e: Expect, *, fault_item: Any = None) -> None:
-    """Assert the outcome matches the row; the failure message carries what a reader needs to debug."""
+def check(o: Outcome, e: Expect, *, fault_item: Any = None, label: str | None = None, scenario: str | None = None,
+          database: dict[str, Any] | None = None) -> None:
+    """Assert the outcome matches the row; the failure message carries what a reader needs to debug.
+
+    The keywords only go into the end-of-run tables (:func:`record`): ``label``, what sets this run apart from
+    the test's other runs of the same design (each of them needs one); ``scenario``, the table's caption where
+    the test's name and parameters do not say it; ``database``, what a run that saves its results found in its
+    database (see :func:`database_words`)."""
     e = race_row(o, e)
-    record(o, e, fault_item=fault_item)
+    record(o, e, fault_item=fault_item, label=label, scenario=scenario, database=database)
     r = o.result or {}
     diag = (f"\n{o.variant}: status={o.status} kind={o.kind} exc={r.get('exc_type')} item={o.item!r} "
             f"exitcode={o.exitcode} detect={o.detect_latency} exit={o.exit_latency} left={o.left_running}\n"
@@ -154,7 +161,8 @@ def check(o: Outcome, e: Expect, *, fault_item: Any = None) -> None:
             "runner exited sooner than expected" + diag
 
 
-def record(o: Outcome, e: Expect, *, fault_item: Any = None) -> None:
+def record(o: Outcome, e: Expect, *, fault_item: Any = None, label: str | None = None, scenario: str | None = None,
+           database: dict[str, Any] | None = None) -> None:
     """Append the observation as one JSON line to the session's file and to $LAB_RECORD, where set."""
     paths = [p for p in (os.environ.get("LAB_OBSERVATIONS"), os.environ.get("LAB_RECORD")) if p]
     if not paths:
@@ -173,41 +181,110 @@ def record(o: Outcome, e: Expect, *, fault_item: Any = None) -> None:
                ev["ev"] == "start" and ev.get("item") == fault_item for ev in o.events),
            # the row's time bounds, to see how close each measurement came to its limit (experiments/margins.py)
            "bounds": {k: getattr(e, k) for k in ("detect_min", "detect_max", "exit_min", "exit_max")
-                      if getattr(e, k) is not None}}
+                      if getattr(e, k) is not None},
+           "label": label, "scenario": scenario, "database": database}
     for path in paths:
         with open(path, "a") as f:  # one write per line, O_APPEND: xdist workers never interleave
             f.write(json.dumps(row, default=repr) + "\n")
 
 
-def observation_tables(rows: list[dict[str, Any]]) -> list[str]:
-    """One small table per experiment (test function): what each design did, in the registry's order."""
+@dataclass
+class ObservationTable:
+    """One experiment's runs, a row per design (and per ``label``, where a test runs a design more than once)."""
+
+    heading: str  # the experiment file's first docstring line and path: shared by the file's tables
+    caption: str  # which variant of the scenario: unique to this table
+    test: str  # the pytest id without the design, to find the test
+    rows: list[dict[str, Any]]
+
+
+def observation_table_list(rows: list[dict[str, Any]]) -> list[ObservationTable]:
+    """The observations grouped into tables: one per test and parameters but the design, in file order."""
     by_test: dict[str, list[dict[str, Any]]] = {}
     for r in rows:  # test_x[KillSelfAt-pool] -> test_x[KillSelfAt]: one table per fault, a row per design
         name, _, params = r["test"].partition("[")
-        rest = [CRASH_WORDS.get(p, p) for p in params.rstrip("]").split("-") if p and p != r["variant"]]
+        rest = [p for p in params.rstrip("]").split("-") if p and p != r["variant"]]
         by_test.setdefault(name + (f"[{'-'.join(rest)}]" if rest else ""), []).append(r)
     order = {v: i for i, v in enumerate(VARIANTS)}
-    out: list[str] = []
+    tables = []
     for test in sorted(by_test):
         runs = sorted(by_test[test], key=lambda r: order.get(r["variant"], len(order)))
-        fault = runs[0].get("fault")
-        out.append("")
-        out.append(f"{test}" + (f": {fault}" if fault else ""))
-        out.append(f"  {'design':<18} {'outcome':<34} {'latency':>9}  {'item named':<10} {'exit code':>9}  left")
-        for r in runs:
-            outcome = {"hung": "HANGS (watchdog)", "parent_killed": "parent killed", "runner_died": "main process died",
-                       "returned": "recovered: task re-ran" if (r.get("fault_starts") or 0) > 1
-                       else "returned, nothing left" if r.get("nothing_left") else "returned"}.get(
-                r["status"], f"{r['status']} {r.get('kind') or ''}".strip())
-            if r["status"] == "parent_killed":
-                outcome += (f", orphans gone in {_ms(r['orphans_exit'])}" if r.get("orphans_exit") is not None
-                            else ", orphans survive")
-            named = "n/a" if r.get("fault_item") is None else ("yes" if r.get("item") == r["fault_item"] else "no")
-            code = "" if r.get("exitcode") is None else str(r["exitcode"])
-            left = len(r.get("left") or [])
-            out.append(f"  {r['variant']:<18} {outcome[:34]:<34} {_ms(r.get('detect')):>9}  {named:<10} {code:>9}  "
-                       f"{left or '-'}")
+        path = test.split("::")[0]
+        heading = f"{runs[0].get('fault') or path} [{path}]"
+        tables.append(ObservationTable(heading, _caption(test, runs), test, runs))
+    return tables
+
+
+def _caption(test: str, runs: list[dict[str, Any]]) -> str:
+    """The test's own ``scenario`` words, else its name in words and its parameters (crash kinds in words)."""
+    given = next((r["scenario"] for r in runs if r.get("scenario")), None)
+    if given:
+        return given
+    name, _, params = test.split("::")[-1].partition("[")
+    words = name.removeprefix("test_").replace("_", " ")
+    params_words = [CRASH_WORDS.get(p, p) for p in params.rstrip("]").split("-") if p]
+    return words + (f": {', '.join(params_words)}" if params_words else "")
+
+
+def outcome_words(r: dict[str, Any]) -> str:
+    """What the run did, in words, whole: the table never cuts it (a figure without its unit misleads)."""
+    outcome = {"hung": "HANGS (watchdog)", "parent_killed": "parent killed", "runner_died": "main process died",
+               "returned": "recovered: task re-ran" if (r.get("fault_starts") or 0) > 1
+               else "returned, nothing left" if r.get("nothing_left") else "returned"}.get(
+        r["status"], f"{r['status']} {r.get('kind') or ''}".strip())
+    if r["status"] == "parent_killed":
+        outcome += (f", orphans gone in {_ms(r['orphans_exit'])}" if r.get("orphans_exit") is not None
+                    else ", orphans survive")
+    return outcome
+
+
+def design_words(r: dict[str, Any]) -> str:
+    """The design, and the run's label where the test gave one (two runs of one design in one table)."""
+    return r["variant"] + (f", {r['label']}" if r.get("label") else "")
+
+
+def database_words(db: dict[str, Any]) -> str:
+    """``{"rows": 11, "of": 12, "twice": 0, "agrees": "yes"}``: rows saved of the items run, rows saved more
+    than once, and whether the rows match what the design says it finished."""
+    return f"{db['rows']}/{db['of']} rows, {db['twice']} saved twice, report agrees: {db['agrees']}"
+
+
+def observation_tables(rows: list[dict[str, Any]]) -> list[str]:
+    """The tables as lines: per experiment file a heading, then per table its caption and a row per design.
+    Columns are as wide as their widest cell; "latency" is left out of a table where no run has one, and
+    "database" is added where a run checked its database."""
+    out: list[str] = []
+    heading = None
+    for table in observation_table_list(rows):
+        if table.heading != heading:
+            heading = table.heading
+            out += ["", heading]
+        out += ["", f"{table.caption}  ({table.test.split('::')[-1].partition('[')[0]})"]
+        out += _table_lines(table.rows)
     return out
+
+
+def _table_lines(runs: list[dict[str, Any]]) -> list[str]:
+    cells: list[dict[str, str]] = []
+    for r in runs:
+        named = "n/a" if r.get("fault_item") is None else ("yes" if r.get("item") == r["fault_item"] else "no")
+        cells.append({"design": design_words(r), "outcome": outcome_words(r), "latency": _ms(r.get("detect")),
+                      "item named": named, "exit code": "" if r.get("exitcode") is None else str(r["exitcode"]),
+                      "left": str(len(r.get("left") or []) or "-"),
+                      "database": database_words(r["database"]) if r.get("database") else "-"})
+    columns = ["design", "outcome", "latency", "item named", "exit code", "left", "database"]
+    if all(r.get("detect") is None for r in runs):
+        columns.remove("latency")
+    if not any(r.get("database") for r in runs):
+        columns.remove("database")
+    right = {"latency", "exit code"}
+    width = {c: max(len(c), *(len(row[c]) for row in cells)) for c in columns}
+
+    def line(values: dict[str, str]) -> str:
+        return "  " + "  ".join(values[c].rjust(width[c]) if c in right else values[c].ljust(width[c])
+                                for c in columns).rstrip()
+
+    return [line({c: c for c in columns}), *(line(row) for row in cells)]
 
 
 def _ms(x: float | None) -> str:

@@ -125,6 +125,10 @@ EXPECTED = {
         "billiard_pool": Expect("raised", "task_timeout", culprit=True),
     },
 }
+# The captions of the end-of-run tables (experiments/expect.py): what the API does for the fault's item.
+MODE_WORDS = {"slow": f"answers after {pipeline.SLOW_SECONDS:g} s", "500": "answers HTTP 500",
+              "huge": f"answers a body whose parsing does not fit the worker's {pipeline.HUGE_LIMIT_MB} MiB memory cgroup",
+              "never": "never answers"}
 MODES = [pytest.param(m, marks=pytest.mark.skipif(m == "huge" and not OOM_OK, reason=f"no real OOM kill: {OOM_WHY}"))
          for m in EXPECTED]
 
@@ -138,7 +142,9 @@ def test_fault_then_database(variant, mode, tmp_path):
     saved = pipeline.rows(db)
     agree = agreement(o, saved)
     record(variant, mode, o, saved, agree)
-    check(o, expected_for(EXPECTED[mode], variant), fault_item=FAULT_ITEM)
+    check(o, expected_for(EXPECTED[mode], variant), fault_item=FAULT_ITEM,
+          scenario=f"{N} items fetched from the API, item {FAULT_ITEM}: {MODE_WORDS[mode]}",
+          database={"rows": len(saved), "of": N, "twice": len(saved) - len(set(saved)), "agrees": agree})
     assert len(saved) == len(set(saved)), "a row was saved twice"
     assert pipeline.integrity(db) == "ok"
     assert not agree.startswith("no"), agree

@@ -145,6 +145,8 @@ def test_a_job_past_its_memory_limit(variant):
 # With memory_limit the worker is stopped at LIMIT_MIB, the cgroup peaks ~50 MiB under its own limit.
 RUN_CGROUP_MIB = 750
 PARENT_BALLAST_MIB = 400
+WHAT_THE_LIMIT_BUYS = (f"the whole run in one {RUN_CGROUP_MIB} MiB memory cgroup, the parent holding {PARENT_BALLAST_MIB} "
+                       f"MiB, a job allocating {2 * LIMIT_MIB} MiB: without and with memory_limit")
 
 
 @pytest.mark.timeout(90)
@@ -166,7 +168,7 @@ def test_what_the_limit_buys_the_kernel_otherwise_kills_the_largest_process_the_
         assert any(e["ev"] == "fault" for e in o.events), "the job never reached its allocation"
         check(o, Expect("runner_died", culprit=False, left_running=False,
                         why="no limit: the kernel killed the parent, the largest process; its workers went with it "
-                            "(PR_SET_PDEATHSIG)"))
+                            "(PR_SET_PDEATHSIG)"), label="no memory_limit", scenario=WHAT_THE_LIMIT_BUYS)
         assert o.runner_returncode == -9, o.runner_returncode
         verdict = witness.verdict(o.runner_pid, before)
         assert verdict.startswith("the kernel OOM killer did it"), verdict
@@ -175,7 +177,8 @@ def test_what_the_limit_buys_the_kernel_otherwise_kills_the_largest_process_the_
 
     o = run_scenario(VARIANT, **{**sc.kwargs, "run_kwargs": {**sc.kwargs["run_kwargs"], "on_error": "continue"}},
                      run_cgroup=whole_run)
-    check(o, expected_for(MEMORY, VARIANT), fault_item=3)
+    check(o, expected_for(MEMORY, VARIANT), fault_item=3, label=f"memory_limit={LIMIT_MIB} MiB, on_error=continue",
+          scenario=WHAT_THE_LIMIT_BUYS)
     assert f"exceeded its memory_limit of {LIMIT_MIB} MiB" in o.result["message"], o.result["message"]
     assert o.result["report"]["fates"] == {"done": 15, "failed": 1, "never_run": 0}, "the parent lived on"
 
