@@ -287,15 +287,20 @@ def helper_outlives_job(workers: int = 4, n: int = SMALL_N) -> Scenario:
 
 
 def worker_dies_idle(workers: int = 4, n: int = SMALL_N) -> Scenario:
-    # One item per worker: item 0 returns at once and its worker is SIGKILLed 0.5 s later, idle, while the others
-    # take 1.5 s. No item is in play: does the run finish, and is the death reported?
+    # As many items as workers: item 0 returns at once, and its worker is SIGKILLed once 0.5 s have passed and it has
+    # been idle for 50 ms, while the other items take 1.5 s each. A design that queues ahead may have given that
+    # worker a second item (the supervisor does, to its first workers up): 3 s of tasks in a row then, so the
+    # watchdog is longer than SHORT_WATCHDOG. No item is in play: does the run finish, is the death reported?
     return _s("worker_dies_idle", workers, "a worker dies while idle (a background thread crashes it)",
               job={"type": "DieIdleAt", "at": 0, "n": n, "delay": 1.5, "after": 0.5}, items=workers,
-              watchdog=SHORT_WATCHDOG)
+              watchdog=SHORT_WATCHDOG + 3.0)
 
 
+# The rows of the fault matrix among them. Not worker_dies_idle: whether a peer's worker is idle when the thread
+# fires depends on how that design spread the other items (a pool that queued one more task on it loses a task
+# instead), so its cell would measure the scheduling, not the idle death; it is the supervisor's experiment.
 PHASE_SCENARIOS = {f.__name__: f for f in (killed_while_sending, pipe_closed_while_alive, job_uses_process_pool,
-                                           helper_outlives_job, worker_dies_idle)}
+                                           helper_outlives_job)}
 
 
 SCENARIOS: dict[str, Callable[..., Scenario]] = {
