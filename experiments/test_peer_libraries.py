@@ -166,6 +166,7 @@ def test_billiard_terminate_waits_forever_for_a_worker_its_loop_skipped_and_the_
     # Two such pools side by side (their workers only sleep): billiard's own terminate() on one, the variant's
     # on the other, both started at t0; each is judged against the same BILLIARD_STOP from t0.
     pools = []
+    stopping = []  # the terminate() calls under way: each joins its pool's workers itself
     threads = cf.ThreadPoolExecutor(2)
     try:
         pools.append(_billiard_pool_with_a_skipped_worker())
@@ -174,6 +175,7 @@ def test_billiard_terminate_waits_forever_for_a_worker_its_loop_skipped_and_the_
         t0 = time.monotonic()
         own_done = threads.submit(own.terminate)
         fixed_done = threads.submit(variant_terminate, fixed)
+        stopping = [own_done, fixed_done]
         # The resend comes RESEND_AFTER in; then billiard's usual exit path and its 5 s wait for the two lost
         # tasks: the same bound as every billiard row.
         try:
@@ -192,7 +194,12 @@ def test_billiard_terminate_waits_forever_for_a_worker_its_loop_skipped_and_the_
         for _, skipped in pools:
             if skipped.is_alive():
                 os.kill(skipped.pid, signal.SIGTERM)  # what the variant does; a blocked terminate() then returns
-                skipped.join(30)
+        # Wait for the terminate() calls rather than join the workers from here too: two joins of one billiard
+        # process race, and the loser polls a sentinel the winner has closed (ValueError: invalid file descriptor).
+        cf.wait(stopping, timeout=30)
+        if not stopping:  # a failure before the terminate() calls: end the pools made so far
+            for pool, _ in pools:
+                pool.terminate()
         threads.shutdown(wait=False)
 
 

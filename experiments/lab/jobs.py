@@ -98,13 +98,23 @@ class HangAt(Workload):
 @dataclass(frozen=True, kw_only=True)
 class HangInChildAt(Workload):
     """Wait at the item on a process the job started, which never ends (a command-line tool that hangs):
-    ``subprocess.run(["sleep", ...])`` with no timeout of its own. Stopping the worker leaves that child."""
+    ``subprocess.run(["sleep", ...])`` with no timeout of its own. Stopping the worker leaves that child.
+    ``ignore_hup``: the tool ignores SIGHUP (as ``nohup`` makes it), so a lost terminal or an orphaned process
+    group does not end it by that signal."""
+
+    ignore_hup: bool = False
+    seconds: str = "3600"  # how long the tool sleeps: a test may make it unique, to find it after the run
+    new_session: bool = False  # the tool leaves the worker's session and process group (setsid), as daemons do
 
     def misbehave(self, item: Any) -> None:
         import subprocess
 
         stamp(self.events, "fault", item)
-        subprocess.run(["sleep", "3600"], check=False)
+        command = (["sh", "-c", f"trap '' HUP; exec sleep {self.seconds}"] if self.ignore_hup
+                   else ["sleep", self.seconds])
+        # One that leaves the session gets no descriptor of the run's: the lab reads the runner's stdout until EOF.
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL} if self.new_session else {}
+        subprocess.run(command, check=False, start_new_session=self.new_session, **quiet)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -177,14 +177,75 @@ def _die_with_parent(parent_pid: int) -> None:
     except (OSError, AttributeError):
         pass  # not Linux: the sentinel thread below is the only guard
     if os.getppid() != parent_pid:
-        os._exit(70)  # the parent died before the prctl took effect
+        _end_orphaned()  # the parent died before the prctl took effect
     parent = multiprocessing.parent_process()
     if parent is not None:
         def exit_when_parent_dies() -> None:
             wait([parent.sentinel])  # readable only once the parent is gone: no polling, no limit needed
-            os._exit(70)
+            _end_orphaned()
 
         threading.Thread(target=exit_when_parent_dies, daemon=True, name="parent-watch").start()
+
+
+def _end_orphaned() -> None:
+    """Exit because the main process is gone, and take our process group with us when we lead one.
+
+    The keeper only ends the group when the kernel continues it, which it does at the moment the group becomes
+    orphaned, and only if the keeper is stopped by then: a main process that dies while the keeper is still
+    starting leaves it stopped for good (measured: main SIGKILLed 50-100 ms after start, both keepers left).
+    So the worker that sees its parent gone ends the group itself.
+    """
+    if os.getpgid(0) == os.getpid():
+        os.killpg(0, signal.SIGKILL)  # the keeper, what a job started, and this process
+    os._exit(70)
+
+
+# The group's keeper (see _keep_group): stops itself; once continued, SIGKILLs its whole process group (kill 0).
+KEEPER = ("/bin/sh", "-c", "trap '' HUP; kill -STOP $$; kill -KILL 0")
+KEEPER_READY = 5.0  # how long a worker waits for its keeper to stop (a shell's start-up: ~2 ms, more under load)
+
+
+def _keep_group() -> None:
+    """Start the group's keeper: a shell in the worker's own process group that stops itself at once.
+
+    When the worker dies, however it dies (its own crash, the OOM killer, PR_SET_PDEATHSIG after the main process
+    was SIGKILLed), its group is left with no parent in the session: an orphaned process group, and the kernel
+    continues (SIGHUP, SIGCONT) the stopped members of such a group (POSIX job control). The keeper is that stopped
+    member; continued, it SIGKILLs its group: what a job started and left ends with its worker even when no
+    process of the run is left to signal it, a process that ignores SIGHUP included. Only a process that left the
+    group (setsid) escapes, and ``memory_limit``'s cgroup then holds it while the main process lives. A shell, not
+    a fork of this worker: about 1 MiB. It holds none of our descriptors: its standard streams are /dev/null (a
+    reader of the worker's output sees EOF when the worker ends) and every descriptor this process can pass on is
+    closed in it (a keeper holding the worker's pipe would hide the pipe's EOF from _core).
+    Called only once the worker leads its own group, so ``kill 0`` can never reach the main process's group.
+    """
+    if os.getpgid(0) != os.getpid() or not os.path.exists(KEEPER[0]):
+        return  # no group of our own, or no shell: _core still ends the group, while the main process lives
+    quiet = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
+    passed_on = [(os.POSIX_SPAWN_CLOSE, fd) for fd in _passed_on_fds()]
+    keeper = os.posix_spawn(KEEPER[0], list(KEEPER), {}, file_actions=quiet + passed_on)
+    # Only a member stopped when the group is orphaned is continued: one that stops after that stays stopped for
+    # good. So no task starts before it is stopped (a few ms); one that is not stopped in time is not kept.
+    deadline = time.monotonic() + KEEPER_READY
+    while time.monotonic() < deadline:
+        if os.waitpid(keeper, os.WNOHANG | os.WUNTRACED)[0]:
+            return  # stopped: kept (or it ended, which only a broken shell does: then there is nothing to keep)
+        time.sleep(0.001)
+    os.kill(keeper, signal.SIGKILL)
+    os.waitpid(keeper, 0)
+
+
+def _passed_on_fds() -> list[int]:
+    """This process's descriptors above the standard three that a new program would inherit."""
+    fds = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            if fd > 2 and os.get_inheritable(fd):
+                fds.append(fd)
+        except OSError:  # the listing's own descriptor, closed by now
+            pass
+    return fds
 
 
 def _describe(e: BaseException) -> str:
@@ -293,9 +354,13 @@ def main(conn: Connection, job: Callable[[object], object], parent_pid: int, slo
     global _OWN_PID, _CONN
     _OWN_PID, _CONN = os.getpid(), conn
     mark(slot, STARTING)
+    # The spawn start method hands us the pipe as an inheritable descriptor: a program the job starts with
+    # close_fds=False would hold it open, and _core would not see its EOF when this worker's end of it goes.
+    os.set_inheritable(conn.fileno(), False)
     os.register_at_fork(after_in_child=_forked)
     try:  # a process group of its own: what the job starts is in it, and _core ends the group with the worker
         os.setpgid(0, 0)
+        _keep_group()
     except OSError:  # not permitted (a session leader): _family's listing is then the only way to them
         pass
     _die_with_parent(parent_pid)
