@@ -274,6 +274,18 @@ def _blocks(text: str) -> dict[str, str]:
     return dict(re.findall(r"<!-- ([\w.-]+:[\w.-]+):begin -->\n(.*?)<!-- \1:end -->", text, re.S))
 
 
+def test_the_phases_table_is_the_workers_own():
+    """The README's table of a worker's phases is _worker.PHASES, row for row: a phase added, renamed or given a
+    new meaning in the code shows here until the README says the same."""
+    from variants.supervisor import _worker
+
+    table = _blocks(README.read_text())["code:phases"]
+    rows = [[c.strip().replace("`", "") for c in line.strip("|").split("|")]
+            for line in table.splitlines() if line.startswith("| ") and not line.startswith("| phase ")]
+    code = [[name, *meaning.split(": ", 1)] for name, meaning in _worker.PHASES.values()]
+    assert rows == code
+
+
 def test_every_glossary_term_is_linked_from_the_text():
     text = README.read_text()
     terms = re.findall(r'<a id="(g-[^"]+)"></a>', text)

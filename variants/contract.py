@@ -129,6 +129,12 @@ class RunReport:
         """How many items were taken from ``items`` (done or not)."""
         return self._pulled
 
+    @property
+    def unfinished_count(self) -> int:
+        """How many pulled items are not done (failed, or not finished yet): ``len(unfinished())``, without the list."""
+        self._require_fates()
+        return len(self._open)  # type: ignore[arg-type]
+
     def unfinished(self) -> list[Any]:
         """The items pulled from ``items`` and not done (failed or never finished), in pull order.
 

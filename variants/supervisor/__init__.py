@@ -8,33 +8,41 @@ item a dead worker was running, and when that item started. Start method: spawn,
                                                                    |
     items thread: next(items), a bounded distance ahead --> wake   |
     loop: take items, pickle each; per worker keep up to two       |
-      batches queued --- [(pos, item bytes), ...] over its pipe ---+--> for each: slot := (pos, now)
-    wait(pipes + sentinels + items wake-up, timeout=nearest deadline)|        job(item); pickle result
-      <- [(pos, "ok", result, s), (pos, "err", msg, traceback, s)] <-+--      slot := idle
-         on_result(item, result) in order; forget the item         |      answers sent when 5 ms old
-      <- "err":          worker_error, traceback as __cause__      |  shared slot: the running task and
-      <- sentinel ready: worker_died; culprit = the slot's task;   |  its start, read by the loop
-                         tasks queued behind it run elsewhere      |  dies with the parent:
-      <- deadline:       timeout / task_timeout (slot's start)     |  PR_SET_PDEATHSIG + a thread on
-    fault: stop reading items; SIGTERM, SIGKILL after grace        |  the parent's sentinel
-      (the workers and the processes their jobs started);          |
+      batches queued --- [(pos, item bytes), ...] over its pipe ---+--> slot := receiving; for each:
+    wait(pipes + exit fds + items wake-up, timeout=nearest deadline)|       slot := running (pos, now)
+      <- [(pos, "ok", result, s), (pos, "err", msg, traceback, s)] <-+--      job(item); pickle result
+         on_result(item, result) in order; forget the item         |      slot := sending; answers sent
+      <- "err":          worker_error, traceback as __cause__      |      when 5 ms old (a large result
+      <- exit fd ready, or the pipe's EOF while the process lives: |      alone); slot := idle
+           a fault (on_death): the item in play by the slot's      |  shared slot: the phase (_worker.
+           phase is charged; tasks queued behind it run elsewhere  |  PHASES), its task and since when
+      <- deadline:       timeout / task_timeout (check_deadlines)  |  its own process group, kept by a
+    charge (item, or DEATH_BUDGET), replace, stop_later: one path  |  stopped shell (_keep_group); dies
+    fault: stop reading items; SIGTERM, SIGKILL after grace        |  with the parent: PR_SET_PDEATHSIG +
+      (the workers, their process groups, what their jobs started);|  a thread on the parent's sentinel
       join; raise RunFailed (report: what is left)                 |
 
 Rules it keeps (each one is a test in tests/test_supervisor_rules.py or an experiment):
-1. Nothing polls: every fault is an event on a pipe, a process sentinel, or the wait's own timeout set
-   to the nearest deadline, so detection costs one wake-up. Reading ``items`` happens off the loop, so a
-   slow source delays no detection.
-2. The running task is never ambiguous: each worker writes which task it runs, and since when, into
-   shared memory before touching the item, so a death or hang is charged to exactly that task, its task
-   timeout counts from its real start, and the tasks queued behind it are run again elsewhere, not failed.
+1. Nothing polls: every fault is an event on a pipe (its EOF or a failed read, also while the process
+   lives), a process's exit fd (a pidfd), or the wait's own timeout set to the nearest deadline, so
+   detection costs one wake-up. Reading ``items`` happens off the loop, so a slow source delays no detection.
+2. The item in play is never ambiguous: each worker writes its phase (``_worker.PHASES``: starting,
+   initializer, idle, receiving, running, sending, exiting), the task it concerns and since when into shared
+   memory before each step, so a death, hang or broken pipe is charged to exactly that task (the one whose
+   answer was being sent included), its task timeout counts from its real start, and the tasks queued behind
+   it are run again elsewhere, not failed. A fault with no item in play (idle, receiving, exiting) is counted
+   against ``_core.DEATH_BUDGET``: workers that keep dying there fail the run, never a respawn loop.
 3. Memory is in proportion to what is unfinished: items in flight (adaptive, ``max_in_flight`` at most)
    and one batch of answers (under ``_worker.FLUSH_BYTES`` of results, plus the one that crossed it); a
-   finished item is counted, not kept, and a result is dropped once ``on_result`` returned.
+   finished item is counted, not kept, and a result is dropped once ``on_result`` returned. So is the
+   report: a note that repeats (a replacement, a retry) is kept ``_core.NOTES_PER_KIND`` times, then counted.
 4. Every wait has a limit and every exit path runs the same stop, which always reaches SIGKILL: no
    process outlives ``run()``, whatever raised (the job, ``on_result``, ``items``, Ctrl-C). That includes
-   the processes a job started (a tool it runs through ``subprocess``): listed before their worker is
-   stopped, they get its signals (``_family``). Not those of a worker that died by itself, orphaned
-   before anyone could list them, unless ``memory_limit`` holds them in the worker's cgroup. The items
+   the processes a job started (a tool through ``subprocess``, a pool of its own): each worker leads a
+   process group, which is SIGKILLed with it on every path, also after a worker died by itself; and when
+   the main process is SIGKILLed, the group's keeper (a stopped shell the kernel continues once the group is
+   orphaned) SIGKILLs it. Not covered: a process that left its worker's session (``setsid``, as a daemon
+   does) after the main process's SIGKILL (``memory_limit``'s cgroups go with the main process). The items
    thread exits with the run too, except while inside a ``next(items)`` call that blocks (Python cannot
    interrupt one): it exits when that call returns.
 5. What is left is exact and reachable: ``e.report.remaining()`` on any exception that leaves ``run()``

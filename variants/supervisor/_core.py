@@ -146,6 +146,24 @@ class _Worker:
         self.exit_fd, self.owns_exit_fd = exit_fd(self.proc)
 
 
+@dataclass
+class _Stopping:
+    """A worker on its way out: retired after its last task, or stopped (hung, timed out, past its task_timeout).
+    The loop waits on ``fd`` (see exit_fd) and SIGKILLs it at ``kill_at``; ``family`` is what its job started,
+    listed when the stop began (they go with it, see _family)."""
+
+    proc: multiprocessing.process.BaseProcess
+    kill_at: float
+    fd: int
+    owns_fd: bool
+    family: list[_family.Member]
+
+    def close_fd(self) -> None:
+        if self.owns_fd:
+            os.close(self.fd)
+            self.owns_fd = False
+
+
 @dataclass(frozen=True, kw_only=True)
 class Options:
     """Everything ``run()`` was asked, checked."""
@@ -172,9 +190,7 @@ class _Supervisor:
         self.report = RunReport(NAME, fates=[], clock_start=self.clock.start)  # where `timeout` counts from
         self.retry: deque[int] = deque()  # positions to run (again): retries and tasks a dead worker held
         self.workers: list[_Worker] = []
-        # workers being stopped: (process, SIGKILL at, exit fd, whether to close that fd, its job's own
-        # processes as listed when the stop began: they go with it, see _family)
-        self.stopping: list[tuple[multiprocessing.process.BaseProcess, float, int, bool, list[_family.Member]]] = []
+        self.stopping: list[_Stopping] = []  # workers on their way out (see stop_later)
         self.failures: list[RunFailed] = []
         self.task_seconds: float | None = None  # running average of one task's duration in a worker
         self.item_bytes: float | None = None  # running average of one pickled item
@@ -218,7 +234,7 @@ class _Supervisor:
 
     def in_flight(self) -> int:
         """Items pulled and neither done nor failed for good: the ones memory and the limit are about."""
-        return len(self.report._open) - len(self.failures)  # type: ignore[arg-type]
+        return self.report.unfinished_count - len(self.failures)
 
     # -- workers ---------------------------------------------------------------------------------
     def spawn(self) -> None:
@@ -255,41 +271,51 @@ class _Supervisor:
         if self.limit is not None and w.proc.exitcode is not None:
             self.limit.release(w.proc.pid)
 
-    def stop_later(self, w: _Worker) -> None:
-        """SIGTERM now, SIGKILL at the grace deadline: the loop waits on its sentinel meanwhile, blocking nothing."""
+    def stop_later(self, w: _Worker, *, asked: bool = False) -> None:
+        """The one way a live worker leaves the pool: ``asked`` (it answered its last task: it is asked to exit, in
+        order) or stopped (SIGTERM to it and what its job started). Either way SIGKILL at the grace deadline; the
+        loop waits on its exit fd meanwhile, blocking nothing (reap_stopping)."""
+        if asked and w.proc.exitcode is None:
+            try:
+                w.conn.send(None)
+            except OSError:  # it is exiting already: its exit fd says when
+                pass
         self.retire(w)
-        if w.proc.exitcode is None:
-            family = _family.descendants(w.proc.pid)
+        if w.proc.exitcode is not None:  # gone already (it exited after its last answer): only its group is left
+            end_group(w.proc.pid)
+            return
+        family = _family.descendants(w.proc.pid)
+        if not asked:
             w.proc.terminate()
             _family.signal_all(family, signal.SIGTERM)
             try:
                 os.killpg(w.proc.pid, signal.SIGTERM)  # its group: the job's processes, also those no longer its children
             except OSError:
                 pass
-            self.stopping.append((w.proc, time.monotonic() + self.opt.grace, *exit_fd(w.proc), family))
+        self.stopping.append(_Stopping(w.proc, time.monotonic() + self.opt.grace, *exit_fd(w.proc), family))
 
     def reap_stopping(self, now: float, exited: set[int]) -> None:
         """Forget the stopping workers whose exit fd was readable (SIGKILL what their jobs started and left);
         SIGKILL those past their grace."""
         still = []
-        for proc, kill_at, fd, owned, family in self.stopping:
-            if fd in exited or proc.exitcode is not None:
-                if owned:
-                    os.close(fd)
+        for s in self.stopping:
+            proc = s.proc
+            if s.fd in exited or proc.exitcode is not None:
+                s.close_fd()
                 proc.join(0)
-                _family.signal_all(family)
+                _family.signal_all(s.family)
                 if self.limit is not None:
                     self.limit.release(proc.pid)
                 end_group(proc.pid)
                 if proc.exitcode != 0:  # a stopped (hung, timed-out) worker; a retired one exits 0, unnoted
                     self.note("stopped workers", f"stopped worker pid {proc.pid} (exit code {proc.exitcode})")
                 continue
-            if now >= kill_at:
-                proc.kill()  # ignored SIGTERM for `grace` seconds
+            if now >= s.kill_at:
+                proc.kill()  # ignored SIGTERM (or the request to exit) for `grace` seconds
                 end_group(proc.pid)
-                _family.signal_all(family)
-                kill_at = math.inf  # its exit fd will say when it is gone
-            still.append((proc, kill_at, fd, owned, family))
+                _family.signal_all(s.family)
+                s.kill_at = math.inf  # its exit fd will say when it is gone
+            still.append(s)
         self.stopping = still
 
     def stop_all(self, orderly: bool) -> None:
@@ -301,11 +327,10 @@ class _Supervisor:
         kill_at = {w.proc: now + self.opt.grace for w in self.workers}
         # what each job started (listed before its worker is asked to stop, while they are still its children)
         families = _family.descendants(*(w.proc.pid for w in self.workers))
-        for proc, at, fd, owned, family in self.stopping:
-            kill_at[proc] = min(at, now + self.opt.grace)
-            families += family
-            if owned:
-                os.close(fd)
+        for s in self.stopping:
+            kill_at[s.proc] = min(s.kill_at, now + self.opt.grace)
+            families += s.family
+            s.close_fd()
         self.stopping = []
         procs = list(kill_at)
         try:
@@ -367,11 +392,11 @@ class _Supervisor:
                 budget = min(budget, self.opt.max_tasks_per_worker - w.sent)
             sent: list[tuple[int, bytes]] = []
             todo = deque(self.next_positions(budget))
-            open_, dumps, queued, sizes = self.report._open, pickle.dumps, w.queued, w.sizes  # locals: per item
+            fate, dumps, queued, sizes = self.report.fate, pickle.dumps, w.queued, w.sizes  # locals: per item
             while todo:
                 pos = todo.popleft()
                 try:
-                    blob = dumps(open_[pos].item, pickle.HIGHEST_PROTOCOL)
+                    blob = dumps(fate(pos).item, pickle.HIGHEST_PROTOCOL)
                 except Exception as e:  # that item alone fails, named, with its cause
                     self.fail(pos, "worker_error", f"the item could not be pickled to send it: {type(e).__name__}: {e}",
                               error=e, retryable=False)
@@ -435,7 +460,7 @@ class _Supervisor:
             self.task_seconds = folded(self.task_seconds, sum(a[-1] for a in answers), len(answers))
             self.deaths_in_a_row = 0
         queued, sizes, report, on_result, loads = w.queued, w.sizes, self.report, self.opt.on_result, pickle.loads
-        open_ = report._open
+        fate, done = report.fate, report.done
         for answer in answers:
             pos = answer[0]
             if not queued or queued[0] != pos:
@@ -453,22 +478,16 @@ class _Supervisor:
                 continue
             try:
                 if on_result is not None:
-                    on_result(open_[pos].item, result)
+                    on_result(fate(pos).item, result)
             except Exception as e:
                 self.fail(pos, "callback_error", f"on_result raised {type(e).__name__}: {e}", error=e)
                 continue
             finally:
                 del result  # drop the result now: memory must not grow with the task count
-            del open_[pos]  # done: counted, not kept (report.done)
+            done(pos)  # counted, not kept
             report.completed += 1
         if w.retiring and not w.queued:  # all its tasks answered: it exits in order, nothing is lost
-            try:
-                w.conn.send(None)
-            except OSError:
-                pass
-            self.retire(w)
-            self.stopping.append((w.proc, time.monotonic() + self.opt.grace, *exit_fd(w.proc),
-                                  _family.descendants(w.proc.pid)))
+            self.stop_later(w, asked=True)
             self.retired += 1  # counted, not a note each: a long run retires workers without end
         self.source.set_capacity(self.batch_size())
 
@@ -533,24 +552,33 @@ class _Supervisor:
         elif w.proc.exitcode == -signal.SIGKILL and w.baseline is not None and not broke:
             message += ": " + self.witness.verdict(w.proc.pid, w.baseline)
         self.retire(w)
-        if culprit is None:
-            self.note("deaths with no item in play", f"worker pid {w.proc.pid} died with no item in play: {message}")
-            self.charge_nobody(state.phase, message, w.proc.exitcode)
-        else:
-            self.fail(culprit, "worker_died", message, w.proc.exitcode)  # raises when aborting
-        if not w.retiring:  # a retiring worker's replacement is already running
-            self.spawn()
-        self.note("replacements", f"replaced worker pid {w.proc.pid} ({message})")
+        self.charge(w, state.phase, culprit, "worker_died", message, w.proc.exitcode)  # raises when aborting
+        self.replace(w, message)
 
-    def charge_nobody(self, phase: int, message: str, exitcode: int | None) -> None:
-        """A worker lost with no item in play: counted against DEATH_BUDGET (reset when a task is answered or an
-        item fails for good); past it, the run fails, since each replacement only dies the same way."""
+    # -- the three steps after any fault of a worker (a death in on_death, a hang in check_deadlines) --
+    def charge(self, w: _Worker, phase: int, culprit: int | None, kind: str, message: str,
+               exitcode: int | None = None) -> None:
+        """Charge a worker's fault: the tasks it held and was not running go back to the front, in their order;
+        the item in play (``culprit``) fails or is retried (``fail``); with no item in play, the fault is noted
+        and counted against DEATH_BUDGET (reset when a task is answered or an item fails for good): past it the
+        run fails, since each replacement would only die the same way."""
+        self.requeue_innocent(w, culprit)
+        if culprit is not None:
+            self.fail(culprit, kind, message, exitcode)
+            return
+        self.note(f"{kind} with no item in play", f"worker pid {w.proc.pid}, no item in play: {message}")
         self.deaths_in_a_row += 1
         if self.deaths_in_a_row > DEATH_BUDGET:
             raise RunFailed(f"worker_died: workers keep dying while {_worker.phase_name(phase)}: "
                             f"{self.deaths_in_a_row} in a row with no item in play and no task answered "
                             f"(DEATH_BUDGET {DEATH_BUDGET}); the last: {message}", kind="worker_died",
                             exitcode=exitcode, report=self.report)
+
+    def replace(self, w: _Worker, why: str) -> None:
+        """Start a worker in place of ``w`` (gone, or on its way out), unless a retiring one's is already running."""
+        if not w.retiring:
+            self.spawn()
+        self.note("replacements", f"replaced worker pid {w.proc.pid} ({why})")
 
     def requeue_innocent(self, w: _Worker, culprit: int | None) -> None:
         """Tasks a dead or stopped worker held but was not running go back to the front, in their order."""
@@ -574,20 +602,15 @@ class _Supervisor:
                 continue
             state, _ = due
             culprit = state.pos if state.pos is not None and state.pos in w.queued else None
-            held = len(w.queued)
-            self.requeue_innocent(w, culprit)
             if culprit is not None:
-                self.fail(culprit, "task_timeout", f"task exceeded its task_timeout of {self.opt.task_timeout} s"
-                          + (" while its result was being sent" if state.phase == _worker.SENDING else ""))
+                message = (f"task exceeded its task_timeout of {self.opt.task_timeout} s"
+                           + (" while its result was being sent" if state.phase == _worker.SENDING else ""))
             else:
-                message = (f"worker pid {w.proc.pid} held {held} task(s) for task_timeout ({self.opt.task_timeout} s) "
-                           f"without starting one, while {_worker.phase_name(state.phase)}: stopped, its tasks "
-                           f"run elsewhere")
-                self.note("stuck workers", message)
-                self.charge_nobody(state.phase, message, None)
-            self.stop_later(w)  # reached only when the run goes on (continue mode or a retry)
-            if not w.retiring:  # a retiring worker's replacement is already running
-                self.spawn()
+                message = (f"held {len(w.queued)} task(s) for task_timeout ({self.opt.task_timeout} s) without "
+                           f"starting one, while {_worker.phase_name(state.phase)}: stopped, its tasks run elsewhere")
+            self.charge(w, state.phase, culprit, "task_timeout", message)  # raises when aborting
+            self.stop_later(w)
+            self.replace(w, message)
 
     def task_due(self, w: _Worker) -> tuple[_worker.State, float] | None:
         """When ``w`` passes its task_timeout: its task's start (running it, or sending its result) plus the limit;
@@ -601,7 +624,7 @@ class _Supervisor:
         return state, max(state.started, w.sent_at) + self.opt.task_timeout
 
     def next_deadline(self, now: float) -> float | None:
-        deadlines = [s[1] for s in self.stopping]
+        deadlines = [s.kill_at for s in self.stopping]
         if self.opt.timeout is not None:
             deadlines.append(self.clock.start + self.opt.timeout)
         for w in self.workers:
@@ -629,8 +652,8 @@ class _Supervisor:
             for w in self.workers:
                 by_fd[w.conn] = w
                 by_fd[w.exit_fd] = w
-            for stopping in self.stopping:
-                by_fd[stopping[2]] = stopping[0]
+            for s in self.stopping:
+                by_fd[s.fd] = s.proc
             ready = wait(list(by_fd), timeout)
             # Messages first: a worker that sent its answers and then died still delivered them.
             for obj in ready:
