@@ -935,3 +935,25 @@ def test_deaths_with_no_item_in_play_end_the_run_past_the_budget():
     assert time.monotonic() - t0 < 10.0
     assert info.value.kind == "worker_died" and "keep dying while idle" in str(info.value), info.value
     assert len(info.value.report.notes) <= 2 * sup.NOTES_PER_KIND + 2, info.value.report.notes
+
+
+def die_on_exit(x):
+    """Return ``x``, and leave a finalizer that SIGKILLs this worker as it exits (after it was told to exit and
+    handed over its last answers): a library's exit hook that crashes."""
+    from multiprocessing import util
+
+    util.Finalize(None, os.kill, args=(os.getpid(), signal.SIGKILL), exitpriority=100)
+    return x
+
+
+@pytest.mark.timeout(60)
+def test_a_death_while_exiting_loses_nothing_and_is_noted():
+    """Breaks if a worker that dies once told to exit (phase exiting: every answer of it already handed over) is
+    taken for a fault of an item, or makes the run wait or fail: with max_tasks_per_worker=1 every worker is
+    retired after one task and dies in its exit; every item is still done once, and the deaths are noted."""
+    results: list[int] = []
+    report = sup.run(die_on_exit, range(8), workers=2, max_tasks_per_worker=1,
+                     on_result=lambda item, result: results.append(result))
+    assert sorted(results) == list(range(8)) and report.completed == 8
+    assert any("exit code -9" in n for n in report.notes), report.notes
+    assert len(report.notes) <= 2 * sup.NOTES_PER_KIND + 2, report.notes
