@@ -9,7 +9,7 @@ import time
 import pytest
 
 from experiments.expect import DASK_STOP, POLL, PROMPT, SLACK, SPAWN_UP, Expect, check, expected_for, params
-from experiments.lab.harness import ROOT, run_scenario
+from experiments.lab.harness import ROOT, describe, group_members, kill_group, run_scenario
 from experiments.lab.scenarios import MAIN_RAISES_AT, ctrl_c, main_killed, main_raises
 from experiments.test_peer_libraries import BILLIARD_STOP, MPIRE_STOP
 
@@ -145,19 +145,6 @@ def test_supervisor_main_sigkilled_a_child_in_a_session_of_its_own_is_left():
 STARTUP_LIMIT = 30.0  # for a spawned worker to reach its own process group: ~0.1 s idle, seconds under load
 
 
-def _in_session(sid: int) -> list[int]:
-    import psutil
-
-    alive = []
-    for p in psutil.process_iter(["status"]):
-        try:
-            if os.getsid(p.pid) == sid and p.info["status"] != psutil.STATUS_ZOMBIE:
-                alive.append(p.pid)
-        except OSError:  # ended meanwhile
-            pass
-    return alive
-
-
 @pytest.mark.parametrize("trial", range(3))
 def test_supervisor_main_sigkilled_while_a_worker_starts(trial):
     """The main process is SIGKILLed in the few ms between a worker taking a process group of its own and its
@@ -166,7 +153,6 @@ def test_supervisor_main_sigkilled_while_a_worker_starts(trial):
     that finds its parent gone ends its group itself (_worker._end_orphaned). Measured without that: both
     keepers left, stopped, in 8 of 8 runs. The lab kills the main process as soon as a worker leads its own group
     (polled every 0.2 ms), so the kill lands in that window, or right after it, where the kernel's path holds."""
-    import signal
     import subprocess
     import sys
 
@@ -191,12 +177,11 @@ def test_supervisor_main_sigkilled_while_a_worker_starts(trial):
         main.kill()
         main.wait(timeout=5)
         deadline = time.monotonic() + ORPHAN_EXIT_MAX
-        while _in_session(main.pid) and time.monotonic() < deadline:
+        while group_members(main.pid) and time.monotonic() < deadline:
             time.sleep(0.02)
-        left = [" ".join(psutil.Process(pid).cmdline()) for pid in _in_session(main.pid)]
+        left = [describe(p) for p in group_members(main.pid)]
         assert not left, f"left running {ORPHAN_EXIT_MAX} s after the main process's SIGKILL: {left}"
     finally:
         main.kill()
         main.wait(timeout=5)
-        for pid in _in_session(main.pid):
-            os.killpg(os.getpgid(pid), signal.SIGKILL)
+        kill_group(main.pid)  # the session's every process, in whichever group
