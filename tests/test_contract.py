@@ -96,3 +96,36 @@ def test_run_failed_carries_what_a_caller_needs():
 def test_report_without_fates_refuses_to_guess_what_to_resume():
     with pytest.raises(ValueError, match="does not track"):
         RunReport("pool").unfinished()
+
+
+def test_a_pool_that_broke_between_two_results_is_a_dead_worker_and_the_refused_item_stays():
+    """loky's submit() raises the TerminatedWorkerError that broke the pool when a worker died after the last
+    wait() returned (CI caught it once: the pipeline's HTTP 500 run came back kind=None). The bounded loop
+    classifies it like the same error from a future and keeps the refused item in ``remaining()``."""
+    import concurrent.futures as cf
+
+    from variants._bounded import drive
+    from variants.loky_executor import classify
+
+    class Broken(Exception):
+        pass
+
+    def classify_broken(e):
+        return ("worker_died", 1, False) if isinstance(e, Broken) else classify(e)
+
+    submitted = []
+
+    def submit(item):
+        if item == 2:
+            raise Broken("A worker process managed by the executor was unexpectedly terminated. {EXIT(1)}")
+        submitted.append(item)
+        f = cf.Future()
+        f.set_result(item)
+        return f
+
+    with pytest.raises(RunFailed) as info:
+        drive("t", submit, range(5), None, None, 2, classify_broken, stop=lambda: None, close=lambda: None)
+    e = info.value
+    assert (e.kind, e.item, e.exitcode) == ("worker_died", None, 1)
+    assert submitted == [0, 1]
+    assert list(e.report.remaining()) == [2, 3, 4]

@@ -49,7 +49,19 @@ def drive(name: str, submit: Callable[[Any], cf.Future], items: Iterable[Any],
                 except StopIteration:
                     exhausted = True
                     break
-                pending[submit(item)] = report.track(item)
+                pos = report.track(item)  # before submit(): an item the pool refuses stays in remaining()
+                try:
+                    future = submit(item)
+                except Exception as e:
+                    # A pool that broke between two results refuses the next item (loky's submit() raises the
+                    # TerminatedWorkerError that broke it): the same fault, seen here first. The refused item
+                    # never ran, so it is never the culprit. Anything else (a closed pool) goes up as it is.
+                    kind, exitcode, _ = classify(e)
+                    if kind != "worker_died":
+                        raise
+                    raise RunFailed(f"{kind}: {type(e).__name__}: {e}", kind=kind, exitcode=exitcode,
+                                    report=report) from e
+                pending[future] = pos
             if not pending:
                 break
             remaining = None if timeout is None else clock.start + timeout - time.monotonic()
