@@ -1,8 +1,7 @@
 """The same suite on every CPython 3.11+ found on this machine: ``nox`` (or ``nox -s tests-3.12``).
 
-``tests`` installs exactly what the README says (``.[dev]``: designs whose package is missing are skipped,
-with the reason); ``tests_extras`` adds the optional packages (``.[dev,dask]``). ``.ci/run`` is the CI
-entry point and does both without nox.
+``tests`` installs exactly what the README says (``.[dev]``: every design, Dask included; a design whose package
+is missing would be skipped with the reason). ``.ci/run`` is the CI entry point and does the same without nox.
 """
 
 from __future__ import annotations
@@ -16,12 +15,6 @@ PYTHONS = ["3.11", "3.12", "3.13", "3.14"]
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     session.install("-e", ".[dev]")
-    session.run("python", "-m", "pytest", *session.posargs)
-
-
-@nox.session(python=PYTHONS)
-def tests_extras(session: nox.Session) -> None:
-    session.install("-e", ".[dev,dask]")
     session.run("python", "-m", "pytest", *session.posargs)
 
 

@@ -475,11 +475,12 @@ SUITE = "suite"  # raw/suite.json: written by the test suite itself (LAB_RECORD_
 
 
 def installed(st: dict[str, Any]) -> str:
-    """Which install a stamped command ran on: the same command runs the Dask rows only where distributed is
-    installed (`.[dev,dask]`), minutes more. A stamp lists a missing package with the version None."""
+    """Which install a stamped command ran on: the README's (`.[dev]`, Dask included), or one without distributed
+    (from before Dask joined `.[dev]`), where the Dask rows are skipped and the command is minutes shorter. A stamp
+    lists a missing package with the version None."""
     if (st.get("packages") or {}).get("distributed"):
-        return " with the `dask` extra installed"
-    return " on the README's install (`.[dev]`, no Dask)"
+        return " on the README's install (`.[dev]`)"
+    return " on an install without Dask"
 
 
 def durations_text(raw: dict[str, Any]) -> str:

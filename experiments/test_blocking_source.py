@@ -32,8 +32,10 @@ EXPECTED = {
                          why="items are read on their own thread; the sentinel wakes the loop"),
     "pebble_pool": Expect("raised", "worker_died", culprit=True, exitcode=-9, detect_min=BLOCKED_MIN,
                           why="the bounded loop waits on futures only between items"),
-    "loky_executor": Expect("raised", "TerminatedWorkerError", detect_min=BLOCKED_MIN, detect_max=SOURCE_BLOCK + PROMPT,
-                            why="submit() on the broken executor raises once the source yields"),
+    "loky_executor": Expect("raised", "worker_died", culprit=False, exitcode=-9, detect_min=BLOCKED_MIN,
+                            detect_max=SOURCE_BLOCK + PROMPT,
+                            why="submit() on the broken executor raises TerminatedWorkerError once the source yields; "
+                                "the bounded loop reads it as the dead worker it reports"),
     "mpire_pool": Expect("raised", "worker_died", culprit=False, detect_min=BLOCKED_MIN,
                          why="'Worker-1 died unexpectedly', once the loop is back from the source"),
     "billiard_pool": Expect("raised", "worker_died", culprit=True, exitcode=-9, detect_min=BLOCKED_MIN,

@@ -27,7 +27,7 @@ from experiments.lab.harness import ROOT, run_scenario
 DASK = Path(sys.executable).with_name("dask")  # the CLI installed with distributed, next to this interpreter
 pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("distributed") is None,
-                       reason="needs distributed (pip install -e '.[dask]')"),
+                       reason="needs distributed (pip install -e '.[dev]')"),
     pytest.mark.skipif(not DASK.exists(), reason=f"needs Dask's command-line program at {DASK}"),
 ]
 # Each test starts its own cluster (a new scheduler and two nannies with their workers): ~2 s on an idle
