@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker as ticker  # noqa: E402
 
 from bench import throughput  # noqa: E402
 from experiments.lab.scenarios import CRASH_WORDS, HUNG_GRACE  # noqa: E402
@@ -44,11 +45,35 @@ PLAIN_TITLES = {f"worker_crash_{kind}": f"a worker dies by itself: {words}" for 
 SKIPPED = ("not_installed", "not_supported", "not_run")
 
 
+RECOMMENDED = "supervisor"  # the design to copy: drawn in black, thicker and on top, in every chart
+
+
 def color(variant: str) -> str:
-    names = list(VARIANTS)
+    """The recommended design is black, a colour no other design has; the others take tab10's in registry order."""
+    if variant == RECOMMENDED:
+        return "black"
+    names = [v for v in VARIANTS if v != RECOMMENDED]
     if variant in names:
         return plt.get_cmap("tab10")(names.index(variant))
     return "0.4"
+
+
+def line(variant: str) -> dict[str, Any]:
+    """Line width and drawing order: the recommended design's line is set apart from the peers' and on top."""
+    return {"lw": 2.6, "zorder": 4} if variant == RECOMMENDED else {"lw": 1.2, "zorder": 2}
+
+
+def worker_ticks(ax, workers: list[int]) -> None:
+    """Ticks at the worker counts measured, written 1, 2, 4, 8 (not 2^0 .. 2^3) on a log-2 axis."""
+    ax.set_xticks(workers, [str(w) for w in workers])
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
+
+
+def readable_log_axis(axis) -> None:
+    """Labels at 1, 2 and 5 of every decade, in plain numbers, so points between two decades can be read off."""
+    axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    axis.set_minor_locator(ticker.LogLocator(base=10, subs=(3.0, 4.0, 6.0, 7.0, 8.0, 9.0)))
 
 
 def load(folder: Path) -> dict[str, Any]:
@@ -74,6 +99,9 @@ def cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
     kinds = sorted({str(r.get("kind") or r.get("exc_type")) for r in runs if r["status"] == "raised"})
     if statuses == ["raised"]:
         outcome = "raised " + "/".join(kinds)
+    elif statuses == ["returned"] and first.get("fault_item") is None and all(all_done(r) for r in runs):
+        # no item is at fault (a job leaves a helper running): a success; "left running" says the rest
+        outcome = "returned: every item done"
     elif statuses == ["returned"] and all(recovered(r) for r in runs):
         outcome = "recovered: task re-ran"
     elif statuses == ["returned"] and all(all_done(r) for r in runs):
@@ -215,15 +243,17 @@ def _footnotes(fig, notes: list[str], bottom: float = 0.0) -> None:
         fig.text(0.01, 0.01, "\n".join(notes), fontsize=7, va="bottom")
 
 
-def _latency_panel(ax, runs: list[dict[str, Any]], x_key: str, title: str, top: float) -> None:
+def _latency_panel(ax, runs: list[dict[str, Any]], x_key: str, title: str, top: float) -> set[str]:
     """Median detection (min–max bars) per design; a design that never noticed is an ✕ in the band above
-    `top` (drawn at the watchdog's cut), one that recovered by itself is a hollow square."""
+    `top` (drawn at the watchdog's cut), one that recovered by itself is a hollow square. Returns the kinds of
+    mark drawn ("raised", "hung", "recovered"), for the legend."""
     by_v: dict[str, dict[int, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for r in runs:
         if r["status"] not in SKIPPED:
             by_v[r["variant"]][r[x_key]].append(r)
     shown = [v for v in VARIANTS if v in by_v]
     base = 10 if x_key == "n" else 2
+    drawn: set[str] = set()
     for k, v in enumerate(shown):
         xs, ys, lo, hi, hung_x, rec_x, rec_y = [], [], [], [], [], [], []
         for x in sorted(by_v[v]):
@@ -241,13 +271,16 @@ def _latency_panel(ax, runs: list[dict[str, Any]], x_key: str, title: str, top: 
                 rec_x.append(_dodge(x, k, len(shown), base))
                 rec_y.append(back[0])
         if xs:
-            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", ms=4, capsize=2, lw=1.2, color=color(v), label=v)
+            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", ms=4, capsize=2, color=color(v), label=v, **line(v))
+            drawn.add("raised")
         if hung_x:
             ax.scatter(hung_x, [top * 2.0] * len(hung_x), marker="X", s=55, color=color(v), edgecolors="black",
                        linewidths=0.5, zorder=5, label=None if xs else v)
+            drawn.add("hung")
         if rec_x:
             ax.scatter(rec_x, rec_y, marker="s", s=40, facecolors="white", edgecolors=color(v), linewidths=1.5,
                        zorder=5, label=None if xs or hung_x else v)
+            drawn.add("recovered")
     ax.axhspan(top * 1.4, top * 6, color="0.92", zorder=0)
     ax.text(0.5, top * 4.2, "never noticed (cut at the watchdog)", transform=ax.get_yaxis_transform(), fontsize=7,
             va="center", ha="center", color="0.3")
@@ -255,17 +288,22 @@ def _latency_panel(ax, runs: list[dict[str, Any]], x_key: str, title: str, top: 
     ax.set_yscale("log")
     ax.set_ylim(top=top * 6)
     ax.set_xscale("log", base=10 if x_key == "n" else 2)
+    if x_key == "workers":
+        worker_ticks(ax, sorted({r[x_key] for r in runs}))
     ax.grid(True, which="both", alpha=0.3)
+    return drawn
 
 
-def _marker_legend() -> list[Any]:
+def _marker_legend(drawn: set[str]) -> list[Any]:
+    """Legend entries for the kinds of mark some panel drew, and only those."""
     from matplotlib.lines import Line2D
 
-    return [Line2D([], [], marker="o", color="0.3", lw=1.2, label="run() raised: median, bar = min–max"),
-            Line2D([], [], marker="X", color="0.3", markeredgecolor="black", lw=0, ms=8,
-                   label="never noticed: the run hung until the watchdog"),
-            Line2D([], [], marker="s", color="0.3", markerfacecolor="white", lw=0, ms=7,
-                   label="recovered: task re-ran, run() returned (time to return)")]
+    marks = {"raised": Line2D([], [], marker="o", color="0.3", lw=1.2, label="run() raised: median, bar = min–max"),
+             "hung": Line2D([], [], marker="X", color="0.3", markeredgecolor="black", lw=0, ms=8,
+                            label="never noticed: the run hung until the watchdog"),
+             "recovered": Line2D([], [], marker="s", color="0.3", markerfacecolor="white", lw=0, ms=7,
+                                 label="recovered: task re-ran, run() returned (time to return)")}
+    return [h for kind, h in marks.items() if kind in drawn]
 
 
 def _latency_chart(runs: list[dict[str, Any]], faults: dict[str, str], x_key: str, xlabel: str, title: str,
@@ -278,11 +316,12 @@ def _latency_chart(runs: list[dict[str, Any]], faults: dict[str, str], x_key: st
     notes = skipped_notes(runs, x_key)
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6 + NOTE_IN * len(notes)), squeeze=False,
                              sharey=True)
+    drawn: set[str] = set()
     for ax, f in zip(axes.flat, panels, strict=True):
-        _latency_panel(ax, [r for r in runs if r["scenario"] == f], x_key, faults[f], top)
+        drawn |= _latency_panel(ax, [r for r in runs if r["scenario"] == f], x_key, faults[f], top)
         ax.set_xlabel(xlabel)
     axes.flat[0].set_ylabel("fault → run() raises (s, log)")
-    _legend(fig, axes, extra=_marker_legend(), notes=len(notes))
+    _legend(fig, axes, extra=_marker_legend(drawn), notes=len(notes))
     _footnotes(fig, notes)
     fig.suptitle(title)
     return _save(fig, path)
@@ -322,7 +361,7 @@ def chart_memory(raw: dict[str, Any], out: Path, sweep: str, x_key: str, xlabel:
     for k, v in enumerate(shown):
         pts = sorted(by_v[v], key=lambda r: r[x_key])
         ax.plot([_dodge(r[x_key], k, len(shown), 1.5) for r in pts], [r["peak_rss_mb"] for r in pts], marker="o",
-                ms=4, color=color(v), label=v)
+                ms=4, color=color(v), label=v, **line(v))
     if guides:  # what holding one result, or every result, costs: a list of n small ints is n pointers
         xs = sorted({r[x_key] for r in measured})
         base = min(r["peak_rss_mb"] for r in measured)
@@ -332,6 +371,7 @@ def chart_memory(raw: dict[str, Any], out: Path, sweep: str, x_key: str, xlabel:
                 label=f"baseline + all {items} results")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    readable_log_axis(ax.yaxis)  # the designs cluster at 20-50 MiB: labels at 20, 50 and between
     ax.set_xlabel(xlabel)
     ax.set_ylabel("main process peak RSS (MiB, kernel high-water mark)")
     ax.set_title(title, fontsize=10)
@@ -351,8 +391,10 @@ def chart_memory_trace(raw: dict[str, Any], out: Path) -> str | None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4 + NOTE_IN * len(notes)), sharex=True)
     for r in sorted(runs, key=lambda r: list(VARIANTS).index(r["variant"]) if r["variant"] in VARIANTS else 99):
         t = [p[0] for p in r["memory_trace"]]
-        axes[0].plot(t, [p[1] for p in r["memory_trace"]], color=color(r["variant"]), label=r["variant"])
-        axes[1].plot(t, [p[2] for p in r["memory_trace"]], color=color(r["variant"]), label=r["variant"])
+        axes[0].plot(t, [p[1] for p in r["memory_trace"]], color=color(r["variant"]), label=r["variant"],
+                     **line(r["variant"]))
+        axes[1].plot(t, [p[2] for p in r["memory_trace"]], color=color(r["variant"]), label=r["variant"],
+                     **line(r["variant"]))
     axes[0].set_title("main process RSS", fontsize=10)
     axes[1].set_title("all worker (and Manager) processes, summed RSS", fontsize=10)
     for ax in axes:

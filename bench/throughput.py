@@ -373,13 +373,14 @@ def chart(runs: list[dict[str, Any]], out: Path) -> str | None:
                 notes.append(f"{v}, {d * 1000:g} ms tasks: {len(failed)} point(s) not drawn "
                              f"({(failed[0].get('error') or '')[:110].strip()})")
             if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", ms=4, label=v, color=report.color(v))
+                ax.plot(*zip(*pts, strict=True), marker="o", ms=4, label=v, color=report.color(v), **report.line(v))
         ax.axhline(1.0, ls="--", color="black", lw=1)
         ax.set_title(f"{d * 1000:g} ms per task ({_tasks_label(runs, d)})", fontsize=9)
         ax.set_xscale("log", base=2)
-        ax.set_xticks(WORKERS, [str(w) for w in WORKERS])
+        report.worker_ticks(ax, WORKERS)
         ax.set_xlabel("workers")
         ax.set_yscale("log")
+        report.readable_log_axis(ax.yaxis)
     axes[0][0].set_ylabel("time relative to the reference\n(dashed = 1×; start-up included)")
     labels: dict[str, Any] = {}
     for ax in axes[0]:  # every design drawn in any panel (Dask may be missing from the first)
@@ -459,7 +460,8 @@ def text(runs: list[dict[str, Any]], link_base: str = "results") -> str:
                      f"{sup['nap'] * 1000:.3g} ms). Every point: "
                      + ", ".join(f"{r['workers']} worker(s) {r['seconds'] * 1000:g} ms {r['mid'] / r['mid_ideal_nap']:.3f}×"
                                  for r in pts)
-                     + f". Chart: [throughput.png]({link_base}/throughput.png).")
+                     + f". These are against the ideal; the chart, [throughput.png]({link_base}/throughput.png), "
+                       f"draws every design against the reference, {REFERENCE}, start-up included.")
     return "\n".join(lines)
 
 

@@ -87,6 +87,10 @@ def test_recovery_is_worded_as_recovery():
     # every item done, but the fault's task ran once: nothing was re-run, the fault simply did not stop it
     assert report.cell([ran_once])["outcome"].startswith("returned: the task ran to its end")
     assert not report.recovered(ran_once)
+    # no item at fault (a job leaves a helper and returns): the run's success is neither a re-run nor a missed fault
+    helper = _run("pool", "returned", detect=0.3) | {"completed": 8, "items": 8, "fault_item": None,
+                                                     "fault_starts": None, "left_running": 1}
+    assert report.cell([helper])["outcome"] == "returned: every item done"
 
 
 def test_the_continue_timeout_figure_is_the_lateness_past_deadline_plus_grace():

@@ -292,7 +292,36 @@ INITIALIZERS = {f.__name__: f for f in (open_db_once, failing_initializer)}
 # System call numbers of a write of many bytes in one call (write, sendto: the count is their third argument), as
 # /proc/<pid>/task/<tid>/syscall shows them, by machine.
 BIG_WRITES = {"x86_64": {1, 44}, "aarch64": {64, 206}}
-SENDING_MARK = 64 << 10  # a write of at least this much in one call, after the job returned: its answer going out
+# Its answer going out: a write of at least this much in one call (a blocking pipe or socket: the call lasts until
+# the reader has taken it), or this much waiting in the send queue of one of the process's TCP sockets (a
+# non-blocking socket, as Dask's: each send call is too brief to be seen, the queue is not).
+SENDING_MARK = 64 << 10
+
+
+def _tcp_queued() -> int:
+    """The most bytes waiting to be sent on any TCP socket this process holds (tx_queue of /proc/net/tcp and tcp6)."""
+    mine = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            link = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            mine.add(link[8:-1])
+    if not mine:
+        return 0
+    most = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)  # header
+                for line in f:
+                    fields = line.split()  # sl local remote st tx_queue:rx_queue tr:when retrnsmt uid timeout inode
+                    if len(fields) > 9 and fields[9] in mine:
+                        most = max(most, int(fields[4].split(":")[0], 16))
+        except OSError:
+            continue
+    return most
 
 
 def _writing_big() -> bool:
@@ -315,9 +344,10 @@ def _writing_big() -> bool:
 @dataclass(frozen=True, kw_only=True)
 class KillWhileSendingAt(Workload):
     """At the item, return ``mb`` MiB of bytes and SIGKILL the worker while it writes that result to its parent: a
-    thread the job starts watches the process's threads (/proc/self/task/*/syscall) and kills once one of them is
-    inside a write of at least SENDING_MARK bytes. The job itself has finished: the fault is in the design's
-    answering step, whatever that is (a pipe, a queue's feeder thread, Dask's TCP)."""
+    thread the job starts watches the process and kills once one of its threads is inside a write of at least
+    SENDING_MARK bytes (/proc/self/task/*/syscall: a blocking pipe), or once one of its TCP sockets has that much
+    queued to send (/proc/net/tcp: the brief calls on a non-blocking socket, as Dask's, never show).
+    The job itself has finished: the fault is in the design's answering step, whatever that is."""
 
     mb: int = 64
 
@@ -330,7 +360,7 @@ class KillWhileSendingAt(Workload):
         return result
 
     def _kill_once_sending(self, item: Any) -> None:
-        while not _writing_big():
+        while not _writing_big() and _tcp_queued() < SENDING_MARK:
             time.sleep(0.0002)
         stamp(self.events, "fault", item)
         os.kill(os.getpid(), signal.SIGKILL)
