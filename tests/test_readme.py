@@ -264,8 +264,13 @@ def _structure(text: str) -> dict[str, object]:
         "markers": re.findall(r"<!-- ([\w.-]+:[\w.-]+:(?:begin|end)) -->", text),
         "anchors": re.findall(r'<a id="([^"]+)"></a>', text),
         "code block languages": code_langs,
-        "links to files": sorted(set(re.findall(r"\]\(((?!#|https?:|README)[^)]+)\)", text))),
-        "links to anchors": sorted(set(re.findall(r"\]\((#g-[^)]+|#fault-time|#left-running)\)", text))),
+        # every link, as many times as it is given (a term linked five times in one README and twice in the other
+        # differs): files, web pages, glossary entries; links to a section by its heading are counted (their
+        # anchors are in each README's own language)
+        "links to files": sorted(re.findall(r"\]\(((?!#|https?:|README)[^)]+)\)", text)),
+        "links to web pages": sorted(re.findall(r"\]\((https?:[^)]+)\)", text)),
+        "links to anchors": sorted(re.findall(r"\]\((#g-[^)]+|#fault-time|#left-running)\)", text)),
+        "links to sections": len(re.findall(r"\]\(#(?!g-|fault-time|left-running)[^)]+\)", text)),
     }
 
 
@@ -334,10 +339,9 @@ def test_the_japanese_readme_has_the_same_structure():
 # Each command of the Quick start, and what .ci/run runs for it: the same commands, in a virtual environment
 # of CI's own (a temporary folder, never the clone's .venv), called by path instead of activated.
 QUICK_START_IN_CI = {
-    "python3 -m venv .venv": 'fresh_venv python3 "$readme" ".[dev]"',
-    ". .venv/bin/activate": 'fresh_venv python3 "$readme" ".[dev]"',
+    "python3 -m venv .venv && . .venv/bin/activate": 'fresh_venv python3 "$readme" ".[dev]"',
     'pip install -e ".[dev]"': '"$2/bin/python" -m pip install -q -e "$3"',
-    "python -m pytest": '"$1/bin/python" -m pytest\n',
+    "pytest experiments/": '"$readme/bin/pytest" experiments/\n',
 }
 
 
