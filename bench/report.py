@@ -112,6 +112,11 @@ def cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
                    "runner_died": "the main process died (no exception, no report)",
                    "not_supported": "not supported", "not_run": "not run",
                    "not_installed": "not installed"}.get(statuses[0], statuses[0])
+        starts = [r.get("fault_starts") or 0 for r in runs]
+        if statuses == ["hung"] and min(starts) > 2:
+            # not stuck but looping: the design keeps re-running the task whose run is the fault (Dask, a worker
+            # killed while sending): said, since "HANGS" alone reads as a wait on something that never comes
+            outcome += f", re-running the fault's task ({min(starts)}+ starts)"
     else:
         outcome = "mixed: " + ", ".join(f"{s} x{sum(r['status'] == s for r in runs)}" for s in statuses)
     det = med([r.get("detect") for r in runs if r["status"] == "raised"])

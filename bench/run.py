@@ -108,6 +108,8 @@ class Plan:
     continue_reps: int = 3
 
     jobs: int = 2  # runs at a time in the OVERLAPPABLE sweeps (--jobs)
+    # The commit and whether the code was clean when the run began (code_state): the stamp's, checked again at the end
+    code_at_start: dict[str, Any] = field(default_factory=lambda: code_state())
 
     @classmethod
     def make(cls, quick: bool, variants: list[str], sweeps: list[str], jobs: int = 2) -> Plan:
@@ -154,7 +156,7 @@ def items_accounted(sc: Scenario, r: dict[str, Any]) -> bool | None:
     """Does the design's own account add up: every item the run got from its iterator is either done
     (its on_result returned, once) or listed by the report as left to do, never both? None where it
     cannot be asked: the design keeps no per-item account, or run() never came back with a report."""
-    left = r.get("remaining", r.get("unfinished"))
+    left = r.get("remaining")
     if left is None:
         return None
     count, raise_at = sc.kwargs.get("items", 0), sc.kwargs.get("items_raise_at")
@@ -346,12 +348,6 @@ def machine_stamp() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             return None
 
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
     return {
@@ -361,14 +357,32 @@ def machine_stamp() -> dict[str, Any]:
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "start_method": "spawn",
         "packages": {p: version(p) for p in ("psutil", "memory-profiler", "matplotlib", "pytest-benchmark", "pytest-xdist",
                                              *(v.requires for v in VARIANTS.values() if v.requires))},
-        # Dirty means the code differs from the commit; results/ is this command's own output, not code.
-        "git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain", "--", ".", ":!results")),
+        **code_state(),
         "oom_cgroup": cgroup.availability()[1],
     }
 
 
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def code_state(at_start: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The commit and whether the code differs from it (results/ is this command's own output, not code). Given
+    the state when the run began, dirty also when the code changed or HEAD moved while it ran: a figure is only
+    the commit's when the whole run measured that commit."""
+    now = {"git_commit": _git("rev-parse", "HEAD"),
+           "git_dirty": bool(_git("status", "--porcelain", "--", ".", ":!results"))}
+    if at_start is None:
+        return now
+    return {"git_commit": at_start["git_commit"],
+            "git_dirty": at_start["git_dirty"] or now["git_dirty"] or now["git_commit"] != at_start["git_commit"]}
+
+
 def stamp(plan: Plan, started: float, seconds: dict[str, float], most: dict[str, int] | None = None) -> dict[str, Any]:
-    return machine_stamp() | {
+    return machine_stamp() | code_state(plan.code_at_start) | {
         "mode": "quick" if plan.quick else "full",
         "reps": plan.reps, "repeated": sorted(plan.repeated), "sweeps": plan.sweeps, "jobs": plan.jobs,
         "overlapped": [s for s in OVERLAPPABLE if s in plan.sweeps],

@@ -175,7 +175,7 @@ def record(o: Outcome, e: Expect, *, fault_item: Any = None, label: str | None =
            "exitcode": o.exitcode, "detect": o.detect_latency, "stop": o.stop_latency, "exit": o.exit_latency,
            "left": o.left_running, "orphans_exit": o.orphans_exit_latency,
            "message": ((o.result or {}).get("message") or "")[:300], "expected": e.status,
-           "nothing_left": (o.result or {}).get("unfinished") == [],
+           "nothing_left": (o.result or {}).get("remaining") == [],
            # more than one start of the fault's item: the design re-ran it (recovery, not a missed fault)
            "fault_starts": None if fault_item is None else sum(
                ev["ev"] == "start" and ev.get("item") == fault_item for ev in o.events),

@@ -160,7 +160,7 @@ def test_supervisor_abort_then_resume_saves_every_item_exactly_once(tmp_path):
         first = run_pipeline("supervisor", api, db, "500")
     assert first.kind == "worker_error" and first.item == FAULT_ITEM
     assert sorted(first.result["done_items"]) == pipeline.rows(db)
-    unfinished = first.result["unfinished"]
+    unfinished = first.result["remaining"]
     with pipeline.ApiServer() as api:  # the API recovered
         second = run_pipeline("supervisor", api, db, "ok", resume_items=unfinished)
     assert second.status == "returned", second.stderr[-2000:]

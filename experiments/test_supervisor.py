@@ -17,7 +17,7 @@ def test_abort_then_resume_runs_every_callback_exactly_once():
                          run_kwargs={"workers": 4}, watchdog=20)
     assert first.status == "raised" and first.kind == "worker_died" and first.item == 7
     done_first = first.result["callback_items"]
-    unfinished = first.result["unfinished"]
+    unfinished = first.result["remaining"]
     assert 7 in unfinished and unfinished, "the culprit and the never-run items are to be resumed"
     assert not set(done_first) & set(unfinished)
     second = run_scenario(VARIANT, job={"type": "Workload", "n": 1000}, resume_items=unfinished,
@@ -191,7 +191,7 @@ def test_resume_with_remaining_saves_every_item_once(tmp_path, how):
     first = run_scenario(VARIANT, items=RESUME_ITEMS, on_result={"db": db}, run_kwargs={"workers": 4},
                          watchdog=20, **HOW[how])
     assert first.status == "raised", first.stderr[-2000:]
-    left = first.result["unfinished"]  # the runner reads report.remaining(), as a caller resumes
+    left = first.result["remaining"]  # the runner reads report.remaining(), as a caller resumes
     second = run_scenario(VARIANT, job={"type": "Workload", "n": 100, "summary": True}, resume_items=left,
                           on_result={"db": db}, run_kwargs={"workers": 4}, watchdog=20)
     assert second.status == "returned", second.stderr[-2000:]

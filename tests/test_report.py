@@ -91,6 +91,11 @@ def test_recovery_is_worded_as_recovery():
     helper = _run("pool", "returned", detect=0.3) | {"completed": 8, "items": 8, "fault_item": None,
                                                      "fault_starts": None, "left_running": 1}
     assert report.cell([helper])["outcome"] == "returned: every item done"
+    # a design that re-runs the faulty task until the watchdog is not waiting: it loops, and the cell says so
+    looping = [_run("dask_distributed", "hung") | {"fault_starts": 61},
+               _run("dask_distributed", "hung") | {"fault_starts": 68}]
+    assert report.cell(looping)["outcome"] == "HANGS, re-running the fault's task (61+ starts)"
+    assert report.cell([_run("pool", "hung") | {"fault_starts": 1}])["outcome"] == "HANGS"
 
 
 def test_the_continue_timeout_figure_is_the_lateness_past_deadline_plus_grace():
@@ -111,11 +116,11 @@ def test_the_continue_timeout_figure_is_the_lateness_past_deadline_plus_grace():
 
 
 @pytest.mark.parametrize(("result", "accounted"), [
-    ({"callback_items": [0, 1, 3], "unfinished": [2, 4, 5], "callback_repeats": 0}, True),
-    ({"callback_items": [0, 1, 3], "unfinished": [2, 4], "callback_repeats": 0}, False),  # item 5 lost
-    ({"callback_items": [0, 1, 3], "unfinished": [2, 3, 4, 5], "callback_repeats": 0}, False),  # 3 done and left
-    ({"callback_items": [0, 1, 2, 3, 4, 5], "unfinished": [], "callback_repeats": 1}, False),  # one saved twice
-    ({"callback_calls": 3, "callback_items": None, "unfinished": [2, 4, 5]}, True),  # too many to list: counts
+    ({"callback_items": [0, 1, 3], "remaining": [2, 4, 5], "callback_repeats": 0}, True),
+    ({"callback_items": [0, 1, 3], "remaining": [2, 4], "callback_repeats": 0}, False),  # item 5 lost
+    ({"callback_items": [0, 1, 3], "remaining": [2, 3, 4, 5], "callback_repeats": 0}, False),  # 3 done and left
+    ({"callback_items": [0, 1, 2, 3, 4, 5], "remaining": [], "callback_repeats": 1}, False),  # one saved twice
+    ({"callback_calls": 3, "callback_items": None, "remaining": [2, 4, 5]}, True),  # too many to list: counts
     ({"callback_items": [0, 1, 3]}, None),  # the design keeps no per-item account
 ])
 def test_items_accounted_is_a_real_check(result, accounted):

@@ -141,13 +141,13 @@ def main(spec: dict[str, Any]) -> None:
         report = getattr(e, "report", None)
     out["report"] = report.to_dict() if report is not None else None
     if report is not None and report.fates is not None:
-        # What is left, as a caller resumes it: the unfinished items, then the ones never pulled (not
-        # drained from a slow source: that would time the source, not the variant).
+        # What is left, as a caller resumes it (report.remaining()): the unfinished items, then the ones never
+        # pulled; from a slow source, the unfinished ones only (draining it would time the source, not the variant).
         left = report.unfinished() if items_spec.get("slow_from") is not None else report.remaining()
-        out["unfinished"] = []
+        out["remaining"] = []
         try:
             for i in left:
-                out["unfinished"].append(_jsonable(i))
+                out["remaining"].append(_jsonable(i))
         except Exception as e:  # the rest of the source raises its own error when read (as it would for a caller)
             out["remaining_error"] = f"{type(e).__name__}: {e}"
         # A report keeps only what is unfinished; what is done is what on_result saw (it counts itself last).

@@ -1,0 +1,50 @@
+"""bench/compare.py: two runs compared cell by cell; an outcome that flips fails, a figure that moves is listed."""
+
+from __future__ import annotations
+
+import json
+
+from bench import compare, run
+from tests.test_report import _run
+
+
+def _write(folder, runs, overhead=None):
+    (folder / "raw").mkdir(parents=True)
+    stamp = {"git_commit": "0" * 40, "git_dirty": False, "date": "d"}
+    (folder / "raw" / "matrix.json").write_text(json.dumps({"stamp": stamp, "runs": runs}))
+    if overhead:
+        rows = [{"variant": v, "tasks": 1000, "workers": 2, "median_s": s, "min_s": s, "max_s": s, "rounds": 3}
+                for v, s in overhead.items()]
+        (folder / "raw" / "overhead.json").write_text(json.dumps({"stamp": stamp, "runs": rows}))
+
+
+def test_a_flipped_outcome_fails_and_a_moved_figure_is_listed(tmp_path, capsys):
+    old, new = tmp_path / "old", tmp_path / "new"
+    _write(old, [_run("supervisor", "raised", "worker_died", 0.007, 2),
+                 _run("pebble_pool", "raised", "worker_died", 0.04, 2),
+                 _run("loky_executor", "raised", "worker_died", 0.010, 2), _run("pool", "hung")],
+           overhead={"plain_executor": 1.0, "loky_executor": 3.5, "supervisor": 0.08})
+    _write(new, [_run("supervisor", "raised", "worker_died", 0.012, 2),
+                 _run("pebble_pool", "raised", "worker_died", 0.09),
+                 _run("loky_executor", "raised", "worker_died", 0.300, 2), _run("pool", "hung")],
+           overhead={"plain_executor": 1.0, "loky_executor": 1.26, "supervisor": 0.09})
+    flips, drifts, compared = compare.compare(compare.load_dir(old), compare.load_dir(new))
+    assert compared == 4 + 2
+    assert [f.split(" | ")[1] for f in flips] == ["`pebble_pool`"], flips  # item named -> no item: a flip
+    assert any("`loky_executor` | detection 10 ms | 300 ms" in d for d in drifts), drifts
+    assert any("overhead | `loky_executor` | 3.50× | 1.26×" in d for d in drifts), drifts
+    assert not any("supervisor" in d for d in drifts), "7 ms against 12 ms is within the absolute floor"
+    assert compare.main([str(old), str(new)]) == 1
+    assert "1 flipped" in capsys.readouterr().out
+
+
+def test_tolerance():
+    assert compare.agree(0.007, 0.012) and compare.agree(1.0, 1.9) and compare.agree(None, None)
+    assert not compare.agree(1.0, 2.1) and not compare.agree(0.01, 0.3) and not compare.agree(None, 0.1)
+
+
+def test_a_run_is_stamped_dirty_when_the_code_moved_while_it_ran():
+    start = run.code_state()
+    assert run.code_state(start)["git_commit"] == start["git_commit"]
+    moved = run.code_state({"git_commit": "0" * 40, "git_dirty": False})
+    assert moved == {"git_commit": "0" * 40, "git_dirty": True}
