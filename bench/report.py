@@ -18,13 +18,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker as ticker  # noqa: E402
 
-from bench import throughput  # noqa: E402
+from bench import huge, throughput  # noqa: E402
 from experiments.lab.scenarios import CRASH_WORDS, HUNG_GRACE  # noqa: E402
 from variants import VARIANTS  # noqa: E402
 
 MARK = "<!-- bench:{name}:{edge} -->"
 SWEEPS = ("matrix", "latency_workers", "latency_payload", "memory_tasks", "memory_payload", "memory_trace",
-          "overhead", "throughput")
+          "overhead", "throughput", "huge")
 BASELINE = "plain_executor"
 FAULT_ORDER = ["worker_raises", "worker_raises_every", "worker_killed", "worker_crash_KillSelfAt",
                "worker_crash_SegfaultAt", "worker_crash_ExitAt", "worker_oom", "callback_raises", "run_timeout",
@@ -646,6 +646,7 @@ def render(folder: Path, readme: Path | None, link_base: str = "results") -> Non
         chart_memory_trace(raw, folder),
         chart_overhead(raw, folder),
         throughput.chart(raw.get("throughput", {}).get("runs", []), folder),
+        huge.chart(raw.get("huge", {}).get("runs", []), folder),
     ) if c]
     stamp = stamp_text(raw)
     (folder / "fault_matrix.md").write_text(
@@ -656,6 +657,7 @@ def render(folder: Path, readme: Path | None, link_base: str = "results") -> Non
                + continue_timeout_text(raw)
                + overhead_text(raw) + "\n"
                + (throughput.text(tp, link_base) + "\n\n" if tp else "")
+               + (huge.text(raw["huge"]["runs"], link_base) + "\n\n" if raw.get("huge", {}).get("runs") else "")
                + durations_text(raw) + "\n"
                + "\n".join(f"![{c}]({link_base}/{c})" for c in charts) + "\n\n" + stamp + "\n")
     (folder / "README-section.md").write_text(section)

@@ -432,12 +432,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         (tmp / "raw").mkdir()
         todo = jobs_for(plan, plan_skips)
-        from bench import throughput
+        from bench import huge, throughput
 
         available = [v for v in plan.variants if VARIANTS[v].available()[0]]
         # One tick per lab run, per overhead benchmark and per throughput process: every sweep is in the total.
         total = (len(todo) + (overhead_benchmarks() if "overhead" in sweeps else 0)
-                 + (len(throughput.processes(available, plan.quick)) if "throughput" in sweeps else 0))
+                 + (len(throughput.processes(available, plan.quick)) if "throughput" in sweeps else 0)
+                 + (len(huge.points(available, plan.quick)) if "huge" in sweeps else 0))
         bar = tqdm(total=total, unit="step", desc="bench", dynamic_ncols=True, file=sys.stderr)
 
         def tick(what: str) -> None:
@@ -459,6 +460,13 @@ def main(argv: list[str] | None = None) -> int:
                 {"contender": v, "status": "not_installed", "message": VARIANTS[v].available()[1]}
                 for v in plan.variants if v not in available]}
             seconds["throughput"] += time.monotonic() - t
+        if "huge" in sweeps:
+            bar.set_postfix_str("huge data (each design, direction and size in a fresh process)")
+            t = time.monotonic()
+            by_sweep["huge"] = {"runs": huge.sweep(available, plan.quick, tick) + [
+                {"variant": v, "status": "not_installed", "message": VARIANTS[v].available()[1]}
+                for v in plan.variants if v not in available]}
+            seconds["huge"] += time.monotonic() - t
         bar.close()
         write_raw(tmp, by_sweep, stamp(plan, started, seconds, most))
         keep_other_variants(tmp, out, set(plan.variants))

@@ -27,7 +27,9 @@ def outcome_cells(data: dict[str, Any]) -> dict[tuple[Any, ...], str]:
     for r in data.get("runs") or []:
         if not isinstance(r, dict):
             continue
-        if "contender" in r and "seconds" in r:  # a throughput point
+        if "direction" in r and "size" in r:  # a huge-data point
+            cells[("huge", r.get("variant"), r["direction"], r["size"])] = r.get("status") or "no figure"
+        elif "contender" in r and "seconds" in r:  # a throughput point
             key = ("throughput", r["contender"], r.get("workers"), r.get("seconds"))
             cells[key] = "finished" if r.get("total") is not None and not r.get("error") else _reason(r)
         elif "status" in r and "scenario" in r:
