@@ -235,11 +235,14 @@ def chart(runs: list[dict[str, Any]], out: Path) -> str | None:
             report.readable_log_axis(ax.yaxis)
             ax.grid(True, which="both", alpha=0.3)
             ax.set_xlabel(f"size of each {'result' if d == 'back' else 'item'} ({WORKERS} workers)")
-    axes[0][0].legend(fontsize=7, loc="lower right")
-    axes[1][0].legend(fontsize=7, loc="upper left")
+    labels: dict[str, Any] = {}
+    for ax in axes.flat:  # one legend under the panels, each design and guide once
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            labels.setdefault(lab, h)
+    fig.legend(list(labels.values()), list(labels), loc="lower center", ncol=6, fontsize=8)
     fig.suptitle("Huge data: how fast do large results come back and large items go out, and what do they cost "
                  "the main process?", fontsize=10)
-    fig.tight_layout(rect=(0, 0.02, 1, 0.96))
+    fig.tight_layout(rect=(0, 0.07, 1, 0.96))
     return report._save(fig, out / "huge.png")
 
 
