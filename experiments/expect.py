@@ -169,13 +169,15 @@ def record(o: Outcome, e: Expect, *, fault_item: Any = None, label: str | None =
         return
     test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
     module = sys.modules.get(test.split("::")[0].removesuffix(".py").replace("/", "."))
-    row = {"test": test, "fault": ((module.__doc__ or "").strip().splitlines() or [""])[0] if module else "",
+    row = {"test": test, "fault": first_sentence(module.__doc__ or "") if module else "",
            "python": sys.version.split()[0], "variant": o.variant, "status": o.status,
            "kind": o.kind or (o.result or {}).get("exc_type"), "item": o.item, "fault_item": fault_item,
            "exitcode": o.exitcode, "detect": o.detect_latency, "stop": o.stop_latency, "exit": o.exit_latency,
            "left": o.left_running, "orphans_exit": o.orphans_exit_latency,
            "message": ((o.result or {}).get("message") or "")[:300], "expected": e.status,
            "nothing_left": (o.result or {}).get("remaining") == [],
+           # how many items the report lists as left (None: the design keeps no per-item account)
+           "items_left": None if (o.result or {}).get("remaining") is None else len(o.result["remaining"]),
            # more than one start of the fault's item: the design re-ran it (recovery, not a missed fault)
            "fault_starts": None if fault_item is None else sum(
                ev["ev"] == "start" and ev.get("item") == fault_item for ev in o.events),
@@ -186,6 +188,13 @@ def record(o: Outcome, e: Expect, *, fault_item: Any = None, label: str | None =
     for path in paths:
         with open(path, "a") as f:  # one write per line, O_APPEND: xdist workers never interleave
             f.write(json.dumps(row, default=repr) + "\n")
+
+
+def first_sentence(doc: str) -> str:
+    """A docstring's first sentence, whole even where it runs over two lines (a table's heading)."""
+    paragraph = " ".join(line.strip() for line in doc.strip().split("\n\n")[0].splitlines())
+    end = paragraph.find(". ")
+    return paragraph if end < 0 else paragraph[:end + 1]
 
 
 @dataclass
@@ -230,7 +239,9 @@ def outcome_words(r: dict[str, Any]) -> str:
     """What the run did, in words, whole: the table never cuts it (a figure without its unit misleads)."""
     outcome = {"hung": "HANGS (watchdog)", "parent_killed": "parent killed", "runner_died": "main process died",
                "returned": "recovered: task re-ran" if (r.get("fault_starts") or 0) > 1
-               else "returned, nothing left" if r.get("nothing_left") else "returned"}.get(
+               else "returned, every item done" if r.get("nothing_left")
+               else f"returned, {r['items_left']} item(s) left" if r.get("items_left")
+               else "returned"}.get(
         r["status"], f"{r['status']} {r.get('kind') or ''}".strip())
     if r["status"] == "parent_killed":
         outcome += (f", orphans gone in {_ms(r['orphans_exit'])}" if r.get("orphans_exit") is not None

@@ -96,7 +96,8 @@ def test_main_process_sigkilled(variant):
 
 @pytest.mark.parametrize("variant", params(EXPECTED_CTRL_C))
 def test_ctrl_c(variant):
-    check(run_scenario(variant, **ctrl_c().kwargs), expected_for(EXPECTED_CTRL_C, variant))
+    sc = ctrl_c()
+    check(run_scenario(variant, **sc.kwargs), expected_for(EXPECTED_CTRL_C, variant), scenario=sc.title)
 
 
 @pytest.mark.parametrize("ignore_hup", [False, True], ids=["child", "child_ignoring_sighup"])

@@ -37,7 +37,7 @@ EXPECTED = {
 def test_worker_oom_killed_by_the_kernel(variant):
     sc = worker_oom()
     o = run_scenario(variant, **sc.kwargs)
-    check(o, expected_for(EXPECTED, variant), fault_item=sc.fault_item)
+    check(o, expected_for(EXPECTED, variant), fault_item=sc.fault_item, scenario=sc.title)
     assert any(e["ev"] == "fault" for e in o.events), "the job never reached its allocation"
     if variant == "supervisor":
         assert "OOM killer did it" in o.result["message"]

@@ -24,10 +24,11 @@ from experiments.lab.scenarios import (
 DASK_RERUNS = 3
 
 # ... unless, by chance, four of those deaths came while the scheduler still had the task as processing (its
-# completion not yet in): then KilledWorker, after tens of re-runs (51 s seen, against the 60 s watchdog).
-DASK_GIVES_UP = ((r"marked as failed because \d+ workers died",),
-                 Expect("raised", "worker_died", culprit=True,
-                        why="four of the re-runs' deaths counted before their completion reached the scheduler"))
+# completion not yet in): then KilledWorker, after tens of re-runs (18 s and 51 s seen, against the 60 s watchdog;
+# once the scheduler logged it and the client's run() still had not returned at the watchdog). Both are Dask's
+# behaviour, neither is reported sooner: the test takes the row of the outcome measured and checks the re-runs.
+DASK_GIVES_UP = Expect("raised", "worker_died", culprit=True,
+                       why="four of the re-runs' deaths counted before their completion reached the scheduler")
 
 # A peer that waits for the answer of a worker that died half-way through writing it: the answer's reader blocks on
 # a message that never ends (the result pipe is shared, so the other workers keep it open and no EOF comes).
@@ -43,7 +44,7 @@ SENDING = {
     "pebble_pool": Expect("raised", "worker_died", culprit=True, exitcode=-9, detect_max=PROMPT,
                           why="ProcessExpired on the task whose answer never came, with the signal"),
     "loky_executor": Expect("hung", left_running=True, why=HALF_AN_ANSWER),
-    "dask_distributed": Expect("hung", left_running=None, race=DASK_GIVES_UP,
+    "dask_distributed": Expect("hung", left_running=None,
                                why="the nanny restarts the worker and the scheduler recomputes the lost result, which "
                                    "kills the worker again: a death after the task finished is not counted towards "
                                    "KilledWorker, so the task re-runs, unreported, until the watchdog"),
@@ -57,7 +58,8 @@ SENDING = {
 def test_a_worker_killed_while_it_sends_a_large_result(variant):
     sc = killed_while_sending()
     o = run_scenario(variant, **sc.kwargs)
-    check(o, expected_for(SENDING, variant), fault_item=sc.fault_item)
+    row = DASK_GIVES_UP if variant == "dask_distributed" and o.status == "raised" else expected_for(SENDING, variant)
+    check(o, row, fault_item=sc.fault_item, scenario=sc.title)
     kills = sum(e["ev"] == "fault" and e.get("item") == sc.fault_item for e in o.events)
     # The fault is real in every design: its answer was on its way when the worker was killed (Dask's non-blocking
     # socket once hid it, and the run "returned": the kill never happened).
@@ -91,7 +93,8 @@ PIPE_CLOSED = {
 @pytest.mark.parametrize("variant", params(PIPE_CLOSED))
 def test_a_job_closes_the_workers_pipe_and_lives_on(variant):
     sc = pipe_closed_while_alive()
-    check(run_scenario(variant, **sc.kwargs), expected_for(PIPE_CLOSED, variant), fault_item=sc.fault_item)
+    check(run_scenario(variant, **sc.kwargs), expected_for(PIPE_CLOSED, variant), fault_item=sc.fault_item,
+          scenario=sc.title)
 
 
 DAEMONIC = "AssertionError: daemonic processes are not allowed to have children, named on the item"
@@ -113,7 +116,7 @@ INNER_POOL = {
 @pytest.mark.parametrize("variant", params(INNER_POOL))
 def test_a_job_uses_a_process_pool_of_its_own(variant):
     sc = job_uses_process_pool()
-    check(run_scenario(variant, **sc.kwargs), expected_for(INNER_POOL, variant), fault_item=sc.fault_item)
+    check(run_scenario(variant, **sc.kwargs), expected_for(INNER_POOL, variant), fault_item=sc.fault_item, scenario=sc.title)
 
 
 LEFT = "the run succeeds and the helper lives on after it: nothing ends what a job started"
@@ -127,4 +130,4 @@ HELPER["supervisor"] = Expect("returned", why="the helper is in its worker's pro
 @pytest.mark.parametrize("variant", params(HELPER))
 def test_a_job_leaves_a_helper_process_running(variant):
     sc = helper_outlives_job()
-    check(run_scenario(variant, **sc.kwargs), expected_for(HELPER, variant), fault_item=sc.fault_item)
+    check(run_scenario(variant, **sc.kwargs), expected_for(HELPER, variant), fault_item=sc.fault_item, scenario=sc.title)

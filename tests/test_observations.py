@@ -102,3 +102,16 @@ def test_the_pipeline_tables_show_the_database_check_not_an_empty_latency():
     lines = _design_lines(text)
     assert "11/12 rows, 0 saved twice, report agrees: yes (count)" in lines["pool"], text
     assert "8/12 rows, 0 saved twice, report agrees: yes" in lines["supervisor"], text
+
+
+def test_a_heading_is_the_whole_first_sentence_and_a_return_says_what_is_left():
+    doc = """Faults at the other moments of a worker's life: while it sends an answer, when its pipe is gone but it lives,
+    when its job starts processes of its own. More text.
+
+    Next paragraph."""
+    assert expect.first_sentence(doc) == ("Faults at the other moments of a worker's life: while it sends an answer, "
+                                          "when its pipe is gone but it lives, when its job starts processes of its own.")
+    assert expect.outcome_words(_row("t", "pool", "returned", nothing_left=True, items_left=0)) == \
+        "returned, every item done"
+    assert expect.outcome_words(_row("t", "pool", "returned", items_left=3)) == "returned, 3 item(s) left"
+    assert expect.outcome_words(_row("t", "pool", "returned", items_left=None)) == "returned"
