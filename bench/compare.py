@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -54,7 +55,10 @@ def load_git(rev: str, folder: str = "results") -> dict[str, Any]:
 
 
 def _words(c: dict[str, Any]) -> str:
-    return c["outcome"] + ("" if c["culprit"] is None else ", item named" if c["culprit"] else ", no item")
+    """The cell's outcome and whether it named the item, without the count of re-runs of a looping design
+    ("HANGS, re-running the fault's task (45+ starts)": the loop is the outcome, its count within the watchdog is not)."""
+    outcome = re.sub(r" \(\d+\+ starts\)", "", c["outcome"])
+    return outcome + ("" if c["culprit"] is None else ", item named" if c["culprit"] else ", no item")
 
 
 def compare(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], list[str], int]:

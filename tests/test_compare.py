@@ -48,3 +48,26 @@ def test_a_run_is_stamped_dirty_when_the_code_moved_while_it_ran():
     assert run.code_state(start)["git_commit"] == start["git_commit"]
     moved = run.code_state({"git_commit": "0" * 40, "git_dirty": False})
     assert moved == {"git_commit": "0" * 40, "git_dirty": True}
+
+
+def test_a_looping_design_is_the_same_cell_whatever_its_count_of_re_runs(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    _write(old, [_run("dask_distributed", "hung") | {"fault_starts": 45}])
+    _write(new, [_run("dask_distributed", "hung") | {"fault_starts": 50}])
+    flips, drifts, compared = compare.compare(compare.load_dir(old), compare.load_dir(new))
+    assert (flips, drifts, compared) == ([], [], 1)
+
+
+def test_where_every_item_is_at_fault_any_item_named_is_the_culprit():
+    from experiments.lab.harness import Outcome
+    from experiments.lab.scenarios import worker_raises, worker_raises_every
+
+    def outcome(item):
+        return Outcome(variant="pool", status="raised", result={"kind": "worker_error", "item": item}, fault_t=0.0,
+                       detect_latency=0.01, stop_latency=None, exit_latency=0.01, lingered=False, left_running=[],
+                       orphans_exit_latency=None, peak_children_mb=None, memory_trace=[], stdout="", stderr="")
+
+    every, one = worker_raises_every(), worker_raises()
+    assert run.record("matrix", every, "pool", 4, 1, 0, outcome(7))["culprit_named"] is True
+    assert run.record("matrix", every, "pool", 4, 1, 0, outcome(None))["culprit_named"] is False
+    assert run.record("matrix", one, "pool", 4, 1, 0, outcome(one.fault_item + 1))["culprit_named"] is False

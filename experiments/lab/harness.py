@@ -115,10 +115,6 @@ class Outcome:
     def exitcode(self) -> int | None:
         return (self.result or {}).get("exitcode")
 
-    @property
-    def detected(self) -> bool:
-        return self.status == "raised"
-
     def label(self) -> str:
         """One word for the fault matrix."""
         if self.status == "raised":
