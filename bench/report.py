@@ -105,8 +105,9 @@ def cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
     elif statuses == ["returned"] and all(recovered(r) for r in runs):
         outcome = "recovered: task re-ran"
     elif statuses == ["returned"] and all(all_done(r) for r in runs):
-        # billiard's max_memory_per_child: checked after a task, so the overrunning task itself finishes
-        outcome = "returned: the task ran to its end, the fault never stopped it"
+        # the fault's task ran once, to its end: billiard's max_memory_per_child (checked after a task, so the
+        # overrunning task finishes), or a job using a process pool of its own in a design that allows it
+        outcome = "returned: every item done, the fault's task ran to its end"
     elif len(statuses) == 1:
         outcome = {"hung": "HANGS", "parent_killed": "parent killed", "returned": "returned, fault not reported",
                    "runner_died": "the main process died (no exception, no report)",

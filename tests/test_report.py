@@ -85,7 +85,7 @@ def test_recovery_is_worded_as_recovery():
     assert report.cell([back])["outcome"] == "recovered: task re-ran"
     assert report.cell([lost])["outcome"] == "returned, fault not reported"
     # every item done, but the fault's task ran once: nothing was re-run, the fault simply did not stop it
-    assert report.cell([ran_once])["outcome"].startswith("returned: the task ran to its end")
+    assert report.cell([ran_once])["outcome"] == "returned: every item done, the fault's task ran to its end"
     assert not report.recovered(ran_once)
     # no item at fault (a job leaves a helper and returns): the run's success is neither a re-run nor a missed fault
     helper = _run("pool", "returned", detect=0.3) | {"completed": 8, "items": 8, "fault_item": None,
