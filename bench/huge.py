@@ -74,14 +74,10 @@ def _items(direction: str, size: int, count: int) -> Iterator[Any]:
         yield size if direction == "back" else bytes(size)
 
 
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
 def _point(spec: dict[str, Any]) -> dict[str, Any]:
+    import psutil
+
+    from experiments.lab.runner import peak_rss_mb  # the lab's VmHWM reading, as every other peak of the bench
     from variants import VARIANTS
 
     variant, direction, size, count = spec["variant"], spec["direction"], spec["size"], spec["count"]
@@ -93,15 +89,15 @@ def _point(spec: dict[str, Any]) -> dict[str, Any]:
     def on_result(item: Any, result: Any) -> None:
         times.append(time.monotonic())
 
-    base_kib = _status_kib("VmRSS")
+    base_mb = psutil.Process().memory_info().rss / 2**20
     t0 = time.monotonic()
     design.run(job, _items(direction, size, count), workers=WORKERS, on_result=on_result)
     wall = time.monotonic() - t0
-    peak_kib = _status_kib("VmHWM")
+    peak_mb = peak_rss_mb()
     steady = times[-1] - times[0] if len(times) > 1 else None
     return {"results": len(times), "wall": wall, "steady_s": steady,
             "mb_s": (len(times) - 1) * size / steady / 1e6 if steady else None,
-            "peak_mb": (peak_kib - base_kib) / 1024, "base_mb": base_kib / 1024}
+            "peak_mb": peak_mb - base_mb, "base_mb": base_mb}
 
 
 # -- in the driver (bench/run.py) ----------------------------------------------------------------------------

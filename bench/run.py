@@ -343,7 +343,7 @@ def per_task(overhead: dict[str, Any] | None) -> dict[str, float]:
 
 
 # -- stamping ----------------------------------------------------------------------------------------
-def machine_stamp() -> dict[str, Any]:
+def machine_stamp(code_at_start: dict[str, Any] | None = None) -> dict[str, Any]:
     """Where and on what a figure was measured: machine, Python, packages (the lab's and every design's), commit."""
     def version(pkg):
         try:
@@ -360,7 +360,7 @@ def machine_stamp() -> dict[str, Any]:
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "start_method": "spawn",
         "packages": {p: version(p) for p in ("psutil", "memory-profiler", "matplotlib", "pytest-benchmark", "pytest-xdist",
                                              *(v.requires for v in VARIANTS.values() if v.requires))},
-        **code_state(),
+        **code_state(code_at_start),
         "oom_cgroup": cgroup.availability()[1],
     }
 
@@ -385,7 +385,7 @@ def code_state(at_start: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 def stamp(plan: Plan, started: float, seconds: dict[str, float], most: dict[str, int] | None = None) -> dict[str, Any]:
-    return machine_stamp() | code_state(plan.code_at_start) | {
+    return machine_stamp(plan.code_at_start) | {
         "mode": "quick" if plan.quick else "full",
         "reps": plan.reps, "repeated": sorted(plan.repeated), "sweeps": plan.sweeps, "jobs": plan.jobs,
         "overlapped": [s for s in OVERLAPPABLE if s in plan.sweeps],
