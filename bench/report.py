@@ -109,7 +109,8 @@ def cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
         # overrunning task finishes), or a job using a process pool of its own in a design that allows it
         outcome = "returned: every item done, the fault's task ran to its end"
     elif len(statuses) == 1:
-        outcome = {"hung": "HANGS", "parent_killed": "parent killed", "returned": "returned, fault not reported",
+        outcome = {"hung": "HANGS", "over_watchdog": over_watchdog(runs), "parent_killed": "parent killed",
+                   "returned": "returned, fault not reported",
                    "runner_died": "the main process died (no exception, no report)",
                    "not_supported": "not supported", "not_run": "not run",
                    "not_installed": "not installed"}.get(statuses[0], statuses[0])
@@ -119,7 +120,12 @@ def cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
             # killed while sending): said, since "HANGS" alone reads as a wait on something that never comes
             outcome += f", re-running the fault's task ({min(starts)}+ starts)"
     else:
-        outcome = "mixed: " + ", ".join(f"{s} x{sum(r['status'] == s for r in runs)}" for s in statuses)
+        # two outcomes over the repetitions: both said, with how often, never whichever came last
+        words = {"hung": "HANGS", "over_watchdog": "over the watchdog", "returned": "returned",
+                 "runner_died": "the main process died"}
+        outcome = f"mixed over {len(runs)} runs: " + ", ".join(
+            f"{'raised ' + '/'.join(kinds) if s == 'raised' else words.get(s, s)} x{sum(r['status'] == s for r in runs)}"
+            for s in statuses)
     det = med([r.get("detect") for r in runs if r["status"] == "raised"])
     culprit = None if first.get("fault_item") is None else all(r.get("culprit_named") for r in runs)
     exitcode = sorted({r.get("exitcode") for r in runs if r.get("exitcode") is not None})
@@ -132,6 +138,13 @@ def cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "orphans_exit": orph, "lingered": any(r.get("lingered") for r in runs), "n": len(runs),
             "measured": sum(r.get("hung_proven_at_rep") is None for r in runs),
             "exit": med([r.get("exit") for r in runs])}
+
+
+def over_watchdog(runs: list[dict[str, Any]]) -> str:
+    """A run the harness cut while it still worked: how long it had, and that there is no verdict."""
+    walls = [r["wall"] for r in runs if r.get("wall")]
+    return (f"over the watchdog: still working when cut at {max(walls):.0f} s, no verdict" if walls
+            else "over the watchdog: still working when cut, no verdict")
 
 
 def all_done(r: dict[str, Any]) -> bool:
@@ -252,7 +265,8 @@ def _footnotes(fig, notes: list[str], bottom: float = 0.0) -> None:
 def _latency_panel(ax, runs: list[dict[str, Any]], x_key: str, title: str, top: float) -> set[str]:
     """Median detection (min–max bars) per design; a design that never noticed is an ✕ in the band above
     `top` (drawn at the watchdog's cut), one that recovered by itself is a hollow square. Returns the kinds of
-    mark drawn ("raised", "hung", "recovered"), for the legend."""
+    mark drawn ("raised", "hung", "over_watchdog", "recovered"), for the legend. A run still working when the
+    harness cut it (status "over_watchdog") is a triangle in the same band: no verdict, not a hang."""
     by_v: dict[str, dict[int, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for r in runs:
         if r["status"] not in SKIPPED:
@@ -261,7 +275,7 @@ def _latency_panel(ax, runs: list[dict[str, Any]], x_key: str, title: str, top: 
     base = 10 if x_key == "n" else 2
     drawn: set[str] = set()
     for k, v in enumerate(shown):
-        xs, ys, lo, hi, hung_x, rec_x, rec_y = [], [], [], [], [], [], []
+        xs, ys, lo, hi, hung_x, rec_x, rec_y, over_x = [], [], [], [], [], [], [], []
         for x in sorted(by_v[v]):
             rs = by_v[v][x]
             det = med([r.get("detect") for r in rs if r["status"] == "raised"])
@@ -272,6 +286,8 @@ def _latency_panel(ax, runs: list[dict[str, Any]], x_key: str, title: str, top: 
                 hi.append(det[2] - det[0])
             if any(r["status"] == "hung" or (r["status"] == "returned" and not recovered(r)) for r in rs):
                 hung_x.append(_dodge(x, k, len(shown), base))
+            if any(r["status"] == "over_watchdog" for r in rs):
+                over_x.append(_dodge(x, k, len(shown), base))
             back = med([r.get("detect") for r in rs if recovered(r)])
             if back:
                 rec_x.append(_dodge(x, k, len(shown), base))
@@ -283,9 +299,13 @@ def _latency_panel(ax, runs: list[dict[str, Any]], x_key: str, title: str, top: 
             ax.scatter(hung_x, [top * 2.0] * len(hung_x), marker="X", s=55, color=color(v), edgecolors="black",
                        linewidths=0.5, zorder=5, label=None if xs else v)
             drawn.add("hung")
+        if over_x:
+            ax.scatter(over_x, [top * 2.0] * len(over_x), marker="^", s=55, color=color(v), edgecolors="black",
+                       linewidths=0.5, zorder=5, label=None if xs or hung_x else v)
+            drawn.add("over_watchdog")
         if rec_x:
             ax.scatter(rec_x, rec_y, marker="s", s=40, facecolors="white", edgecolors=color(v), linewidths=1.5,
-                       zorder=5, label=None if xs or hung_x else v)
+                       zorder=5, label=None if xs or hung_x or over_x else v)
             drawn.add("recovered")
     ax.axhspan(top * 1.4, top * 6, color="0.92", zorder=0)
     ax.text(0.5, top * 4.2, "never noticed (cut at the watchdog)", transform=ax.get_yaxis_transform(), fontsize=7,
@@ -306,7 +326,10 @@ def _marker_legend(drawn: set[str]) -> list[Any]:
 
     marks = {"raised": Line2D([], [], marker="o", color="0.3", lw=1.2, label="run() raised: median, bar = min–max"),
              "hung": Line2D([], [], marker="X", color="0.3", markeredgecolor="black", lw=0, ms=8,
-                            label="never noticed: the run hung until the watchdog"),
+                            label="never noticed: the run hung until the watchdog (its processes idle, or "
+                                  "re-running the fault's task)"),
+             "over_watchdog": Line2D([], [], marker="^", color="0.3", markeredgecolor="black", lw=0, ms=8,
+                                     label="over the watchdog: still working when cut, so no verdict"),
              "recovered": Line2D([], [], marker="s", color="0.3", markerfacecolor="white", lw=0, ms=7,
                                  label="recovered: task re-ran, run() returned (time to return)")}
     return [h for kind, h in marks.items() if kind in drawn]
@@ -495,8 +518,10 @@ def stamp_text(raw: dict[str, Any]) -> str:
         if st.get("incomplete"):
             took += f", INCOMPLETE: {st['incomplete']}"
         reps = f"{st['reps']} repetition(s)" + (f" of {', '.join(st['repeated'])}, one of every other matrix row"
-                                                 if st.get("repeated") and st["reps"] > 1 else "")
-        if st.get("jobs", 1) > 1:
+                                                 if st.get("repeated") and st["reps"] > 1 else " of every matrix row")
+        if st.get("concurrency"):
+            reps += "; " + runs_at_once_text(st["concurrency"])
+        elif st.get("jobs", 1) > 1:
             reps += f"; {shared_sweeps(st)} {st['jobs']} runs at a time" + (
                 f", up to {st['most_runs_at_once']} while the CPU was idle" if (st.get("most_runs_at_once") or 0)
                 > st["jobs"] else "")
@@ -505,10 +530,32 @@ def stamp_text(raw: dict[str, Any]) -> str:
                      f"GiB, {st['os']}; {st['implementation']} {st['python']}, start method {st['start_method']}; "
                      f"{pk}; commit `{st['git_commit'][:10]}`{' (dirty)' if st['git_dirty'] else ''}; "
                      f"OOM cgroup: {st['oom_cgroup']}.")
+    lines += kept_lines(raw)
     for name, d in raw.items():  # a sweep's rows re-measured after the run say so, and why
         if "stamp" in d and d["stamp"].get("amended"):
             lines.append(f"Amended ({name}): {d['stamp']['amended']}.")
     return "\n\n".join(lines)
+
+
+def kept_lines(raw: dict[str, Any]) -> list[str]:
+    """Records a run limited by --only kept from an earlier run (bench/run.py keep_other_variants): whose they are."""
+    lines = []
+    for name, d in raw.items():
+        for o in (d.get("stamp") or {}).get("kept_from") or []:
+            count = sum(r.get("measured_by") == o for r in d.get("runs") or [])
+            lines.append(f"Kept ({name}): {count} record(s) of designs that run did not run, measured by the run of "
+                         f"{o['date']} on commit `{(o['git_commit'] or '?')[:10]}`{' (dirty)' if o['git_dirty'] else ''}.")
+    return lines
+
+
+def runs_at_once_text(conc: dict[str, int]) -> str:
+    """The stamp's runs at a time per sweep, in words: "runs at a time: 6 in matrix, latency_workers, ...; the rest
+    alone"."""
+    by_n: dict[int, list[str]] = defaultdict(list)
+    for sweep, n in conc.items():
+        by_n[n].append(sweep)
+    shared = [f"{n} in {', '.join(by_n[n])}" for n in sorted(by_n, reverse=True) if n > 1]
+    return "runs at a time: " + ("; ".join(shared) + "; the rest alone" if shared else "every run alone")
 
 
 def shared_sweeps(st: dict[str, Any]) -> str:
@@ -544,7 +591,8 @@ def durations_text(raw: dict[str, Any]) -> str:
     runs = {d["stamp"]["date"]: d["stamp"] for name, d in raw.items() if name != SUITE and "stamp" in d}
     for st in sorted(runs.values(), key=lambda st: st["date"]):
         sweeps = "every sweep" if set(st.get("sweeps") or []) >= set(SWEEPS) else ", ".join(st.get("sweeps") or [])
-        flags = (" --quick" if st["mode"] == "quick" else "") + (" --jobs 1" if st.get("jobs", 1) == 1 else "")
+        alone = (max(st["concurrency"].values()) == 1) if st.get("concurrency") else st.get("jobs", 1) == 1
+        flags = (" --quick" if st["mode"] == "quick" else "") + (" --alone" if alone else "")
         parts.append(f"`python bench/run.py{flags}`{installed(st)} took "
                      f"{st['bench_seconds'] / 60:.1f} min ({sweeps}; {st['date']})")
     if not parts:

@@ -13,15 +13,15 @@ when every sweep finished: a failed run leaves the previous results untouched, a
 before failing is kept in OUT/partial/raw (stamped "incomplete", with the error), never discarded.
 
 A design whose package is not installed is recorded as "not_installed" with the reason, in every
-sweep, and every chart and table says so. A design that hung at a sweep point is not re-run for that
-point's remaining repetitions: they are recorded as hung, with ``"hung_proven_at_rep"`` saying so
-(a hang is a yes/no fact, proven once; each extra repetition would only cost a watchdog).
+sweep, and every chart and table says so. A design that hung stuck at a sweep point (every process idle over the
+harness's evidence window: ``stuck``) is not re-run for that point's remaining repetitions: they are recorded as
+hung, with ``"hung_proven_at_rep"`` saying so (a wait for what never comes is proven once; each extra repetition
+would only cost a watchdog). A hang by a loop, or a run over its watchdog, is repeated like any other outcome.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
 import os
@@ -75,15 +75,11 @@ class Plan:
     quick: bool
     variants: list[str]
     sweeps: list[str]
-    # Repetitions where a spread is drawn: the charted faults' matrix points, which are also the 4-worker
-    # points of the latency charts (median and min–max bars). Every other matrix row is a fact per design
-    # (what run() did, the item, the exit code, what was left), measured once here and asserted again by
-    # the experiments on every test run; its latency is that one run's, and the full table says "runs: 1".
+    # Repetitions of every matrix row: a cell whose outcome differs between them is published as "mixed", never
+    # as whichever came last (issue 26: Dask's death while sending raised in one full run and hung in the next).
+    # The charted faults' rows are also the 4-worker points of the latency charts (median and min–max bars). A
+    # row that hung stuck at its first repetition is not run again (``stuck``).
     reps: int = 2
-    # The memory-limit overrun is repeated too: its latency is the README's answer to "how fast is an overrun
-    # seen", design against design; and the blocking source, whose supervisor figure is a goal (under 10 ms).
-    repeated: frozenset[str] = (frozenset(report.LATENCY_FAULTS) | frozenset(report.PAYLOAD_FAULTS)
-                                | {"memory_limit_overrun", "blocking_source"})
     sweep_reps: int = 1  # the other latency points
     matrix_scenarios: list[str] = field(default_factory=list)
     workers: tuple[int, ...] = (1, 2, 4, 8)
@@ -107,20 +103,20 @@ class Plan:
     # own, not a matrix row: no other design has continue mode). Three runs give its spread; 3.5 s each.
     continue_reps: int = 3
 
-    jobs: int = 2  # runs at a time in the OVERLAPPABLE sweeps (--jobs)
+    alone: bool = False  # --alone: every run alone (concurrency 1 in every sweep)
     # The commit and whether the code was clean when the run began (code_state): the stamp's, checked again at the end
     code_at_start: dict[str, Any] = field(default_factory=lambda: code_state())
 
     @classmethod
-    def make(cls, quick: bool, variants: list[str], sweeps: list[str], jobs: int = 2) -> Plan:
+    def make(cls, quick: bool, variants: list[str], sweeps: list[str], alone: bool = False) -> Plan:
         if not quick:
-            return cls(False, variants, sweeps, matrix_scenarios=list(SCENARIOS), jobs=jobs)
+            return cls(False, variants, sweeps, matrix_scenarios=list(SCENARIOS), alone=alone)
         # --quick: every sweep and chart exercised at one or two points, small (CI runs it on the README's
         # install; the goal is under 2 minutes there). Its figures check the machinery, they are not results.
         # Its runs are CPU-bound on 2 cores (spawns and imports): sharing the machine between its sweeps saves
         # little (112 s against 116 s when that was first tried), so it is made smaller instead: a trace of 10
         # article tasks, not 30 (8 trace runs took 33 s of its ~2 minutes).
-        return cls(True, variants, sweeps, reps=1, jobs=jobs, matrix_scenarios=["worker_killed", "callback_raises"],
+        return cls(True, variants, sweeps, reps=1, alone=alone, matrix_scenarios=["worker_killed", "callback_raises"],
                    workers=(2, 4), payloads=(10**4,), task_counts=(50,), task_counts_n=1000, payload_items=10,
                    trace_items=10, overhead_tasks=500, overhead_rounds=1, article_sweep=False, continue_reps=1)
 
@@ -151,7 +147,7 @@ def record(sweep: str, sc: Scenario, variant: str, workers: int, n: int, rep: in
         # How many times the fault's item started: more than once is a re-run (report.recovered).
         "fault_starts": (None if sc.fault_item is None else
                          sum(e["ev"] == "start" and e.get("item") == sc.fault_item for e in o.events)),
-        "memory_trace": o.memory_trace, "wall": o.wall,
+        "memory_trace": o.memory_trace, "wall": o.wall, "hang_evidence": o.hang_evidence,
     }
 
 
@@ -205,7 +201,7 @@ def jobs_for(plan: Plan, skips: list[str] | None = None) -> list[Job]:
     for v in plan.variants:
         if "matrix" in plan.sweeps:
             for name in plan.matrix_scenarios:
-                for rep in range(plan.reps if name in plan.repeated else 1):
+                for rep in range(plan.reps):
                     add("matrix", SCENARIOS[name], v, rep=rep)
             if v == "supervisor":
                 for rep in range(plan.continue_reps):
@@ -257,6 +253,13 @@ def point(job: Job) -> tuple[Any, ...]:
     return sweep, sc.name, variant, workers, n, extra.get("items")
 
 
+def stuck(rec: dict[str, Any]) -> bool:
+    """Hung with every process idle and nothing logged over the evidence window (the harness's "idle" verdict):
+    a wait for what never comes, which a repetition would only wait for again. A design re-running the fault's
+    task ("loop") or still busy at the watchdog is repeated: its outcome can differ from one run to the next."""
+    return rec["status"] == "hung" and (rec.get("hang_evidence") or {}).get("verdict") == "idle"
+
+
 def run_one(job: Job, proven_hung: dict[tuple[Any, ...], dict[str, Any]] | None = None) -> dict[str, Any]:
     sweep, sc, variant, workers, n, rep, extra = job
     kwargs = dict(sc.kwargs)
@@ -283,7 +286,7 @@ def run_one(job: Job, proven_hung: dict[tuple[Any, ...], dict[str, Any]] | None 
     o = run_scenario(variant, **kwargs)
     rec = record(sweep, sc, variant, workers, n, rep, o)
     rec["items"] = kwargs.get("items")
-    if proven_hung is not None and rec["status"] == "hung":
+    if proven_hung is not None and stuck(rec):
         proven_hung[point(job)] = rec
     return rec
 
@@ -384,12 +387,11 @@ def code_state(at_start: dict[str, Any] | None = None) -> dict[str, Any]:
             "git_dirty": at_start["git_dirty"] or now["git_dirty"] or now["git_commit"] != at_start["git_commit"]}
 
 
-def stamp(plan: Plan, started: float, seconds: dict[str, float], most: dict[str, int] | None = None) -> dict[str, Any]:
+def stamp(plan: Plan, started: float, seconds: dict[str, float]) -> dict[str, Any]:
     return machine_stamp(plan.code_at_start) | {
         "mode": "quick" if plan.quick else "full",
-        "reps": plan.reps, "repeated": sorted(plan.repeated), "sweeps": plan.sweeps, "jobs": plan.jobs,
-        "overlapped": [s for s in OVERLAPPABLE if s in plan.sweeps],
-        "most_runs_at_once": (most or {}).get("runs"),
+        "reps": plan.reps, "sweeps": plan.sweeps,
+        "concurrency": concurrency(plan.alone),  # runs at a time, per sweep
         "bench_seconds": round(time.monotonic() - started, 1),
         "sweep_seconds": {k: round(v, 1) for k, v in seconds.items()},
     }
@@ -403,11 +405,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only-sweeps", default="", help=f"comma-separated sweeps among {', '.join(SWEEPS)}")
     ap.add_argument("--out", default=str(RESULTS), help="output folder (default: results/)")
     ap.add_argument("--render-only", action="store_true", help="rebuild charts and tables from OUT/raw only")
-    ap.add_argument("--jobs", type=int, default=2, choices=(1, 2),
-                    help="runs at a time in the fault sweeps (matrix, latency), whose runs mostly wait, and the "
-                         "memory sweeps but the trace; stamped. "
-                         "Default 2, and more while the CPU is idle (a 2-core machine's full run in well under half "
-                         "the time); 1: every figure measured alone")
+    ap.add_argument("--alone", action="store_true",
+                    help=f"every run alone (default: the fault sweeps {FAULT_RUNS} runs at a time, the memory sweeps "
+                         f"{MEMORY_RUNS}, the rest alone; stamped)")
     args = ap.parse_args(argv)
     out = Path(args.out).resolve()
     variants = [v for v in (args.only.split(",") if args.only else VARIANTS) if v]
@@ -422,14 +422,13 @@ def main(argv: list[str] | None = None) -> int:
         report.render(out, readme=README if out == RESULTS.resolve() else None, link_base=link_base(out))
         return 0
 
-    plan = Plan.make(args.quick, variants, sweeps, jobs=args.jobs)
+    plan = Plan.make(args.quick, variants, sweeps, alone=args.alone)
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     by_sweep: dict[str, Any] = defaultdict(list)
-    # Each sweep's time: the sum of its runs' durations (with --jobs 2 overlapping runs both count).
+    # Each sweep's time: the sum of its runs' durations (overlapping runs both count).
     seconds: dict[str, float] = defaultdict(float)
     measured: dict[int, dict[str, Any]] = {}
-    most: dict[str, int] = {}  # the most fault-sweep runs at once
     plan_skips = [f"sweep {s} (not in --only-sweeps)" for s in SWEEPS if s not in sweeps]
     plan_skips += [f"design {v} (not in --only)" for v in VARIANTS if v not in variants]
     try:
@@ -448,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
             bar.set_postfix_str(what, refresh=False)
             bar.update()
 
-        for sweep, rec in measure(todo, plan.jobs, bar, seconds, measured, most):
+        for sweep, rec in measure(todo, concurrency(plan.alone), bar, seconds, measured):
             by_sweep[sweep].append(rec)
         if "overhead" in sweeps:
             bar.set_postfix_str("overhead (pytest-benchmark, one process)")
@@ -471,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
                 for v in plan.variants if v not in available]}
             seconds["huge"] += time.monotonic() - t
         bar.close()
-        write_raw(tmp, by_sweep, stamp(plan, started, seconds, most))
+        write_raw(tmp, by_sweep, stamp(plan, started, seconds))
         keep_other_variants(tmp, out, set(plan.variants))
         report.render(tmp, readme=None, link_base=link_base(out))  # first here: a rendering error leaves `out` as it was
         install(tmp, out)
@@ -481,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
             for i in sorted(measured):
                 by_sweep[todo[i].sweep].append(measured[i])
         if by_sweep:
-            keep_partial(out, by_sweep, stamp(plan, started, seconds, most), e)
+            keep_partial(out, by_sweep, stamp(plan, started, seconds), e)
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -501,79 +500,47 @@ def print_summary(out: Path, duration: float, seconds: dict[str, float], by_swee
     print("\n".join(lines))
 
 
-# Sweeps whose runs share the machine: with --jobs 2 two of them run at a time, and more while the machine is
-# idle (Admission). The fault sweeps' runs mostly wait (sleeps, polls, hangs until the watchdog). The memory
-# sweeps' figures are peaks (the runner's ru_maxrss and what it reports), not times, so they can use that idle
-# time; the only one that moves with the CPU's speed is a backlog of results, which grows when the main process
-# is slower than its workers, and a shared core slows both. The sampled trace (its time axis), the continue-mode
-# timeout, the overhead timing and the throughput sweep always run alone. Measured in the full run of 18ec0f2
-# against a8dcd0e's, where the memory sweeps ran alone after the fault sweeps: the two parts took about 900 s
-# together against 690 + 332 s (the memory runs themselves took 484 run-seconds against 332); the median
-# detection latency of a matrix or latency point moved by a ratio of 0.99-1.00 (181, 75 and 39 points), the
-# supervisor's ms figures both ways within their run-to-run spread.
-OVERLAPPABLE = ("matrix", "latency_workers", "latency_payload", "memory_tasks", "memory_payload", "memory_article")
-# Of the fault sweeps' run time, 46% is spent more than 3 s into a run (1474 run-seconds in the full run of
-# 2799d3a, 675 of them past 3 s): a hang waiting for its watchdog, billiard's terminate() sleeping, Dask closing
-# its cluster. Such a run leaves a core idle. Beyond ``jobs`` runs, one more is admitted, up to EXTRA_RUNS more,
-# only when the machine's CPU use over the last IDLE_WINDOW s (the average over all its cores) was under
-# IDLE_BELOW percent and no run was admitted in that window, like ``make -l``. With up to 4 more, one a second, the
-# machine was still idle for most of the fault sweeps: the matrix of pool, as_completed and billiard_pool ran at
-# a mean 43% CPU, under 50% for 60% of its seconds, and took 148 s. With up to 8 more, one each half second:
-# 112 s, 10 runs at once at most, and the median change of a detection latency over its 60 runs was -1 ms (the
-# same outcome in each; billiard's own spread, up to 6 s, on both sides). Under 35% (0.7 of a core busy), the
-# shared part of the full run of 135f757 still used only 1.16 of the 2 cores on average (900 CPU-seconds in
-# 779 s) and never had more than 7 runs at once: the runs that compute (the memory sweeps, Dask's and mpire's
-# start-ups) kept the machine just over 35% while the slots were held by runs that wait. Under 50%: on 2 cores, a
-# run is admitted only while, on average over the window, a core's worth of CPU time is free.
-EXTRA_RUNS = 8
-IDLE_WINDOW = 0.5
-IDLE_BELOW = 50.0
+# How many runs share the machine, per sweep: a setting, the same in every full run and stamped, so that two runs'
+# figures are comparable (issue 26: before, extra runs were admitted while the CPU looked idle, so the concurrency
+# behind a figure depended on the moment). The sweeps of one phase run together, their runs interleaved (``spread``):
+# - the fault sweeps' runs mostly wait (sleeps, polls, a hang until its watchdog, billiard's terminate() sleeping,
+#   Dask closing its cluster): 46% of their run time was more than 3 s into a run (2799d3a), a core idle. With
+#   2 runs at a time plus up to 8 more while the CPU was under 50%, the full runs of 135f757..6fe8fc4 had 7-10 at
+#   once at most and the median change of a detection latency against runs one at a time was -1 ms (60 runs, the
+#   same outcome in each; billiard's own spread, up to 6 s, on both sides). FAULT_RUNS keeps that load, fixed.
+# - the memory sweeps' figures are peaks (the runner's ru_maxrss and what it reports), not times; the only one that
+#   moves with the CPU's speed is a backlog of results, which grows when the main process is slower than its
+#   workers, and a shared core slows both: two at a time, one per core.
+# - the sampled trace (its time axis), the continue-mode timeout, the overhead timing, the throughput and huge-data
+#   sweeps: alone.
+FAULT_RUNS = 6
+MEMORY_RUNS = 2
+PHASES = {"fault": (("matrix", "latency_workers", "latency_payload"), FAULT_RUNS),
+          "memory": (("memory_tasks", "memory_payload", "memory_article"), MEMORY_RUNS)}
+OVERLAPPABLE = tuple(s for sweeps, _ in PHASES.values() for s in sweeps)
 
 
-class Admission:
-    """How many runs may start: ``jobs`` at any time, up to ``extra`` more while the CPU is idle. Entering waits
-    for a slot and gives the number of runs going, this one included."""
-
-    def __init__(self, jobs: int, extra: int) -> None:
-        self.jobs, self.extra = jobs, extra
-        self.active = 0
-        self.most = 0  # the most runs at once, for the stamp
-        self.cond = threading.Condition()
-        self.last = 0.0  # when the last run beyond ``jobs`` was admitted
-        psutil.cpu_percent(interval=None)  # starts the CPU window
-
-    def __enter__(self) -> int:
-        with self.cond:
-            while True:
-                if self.active < self.jobs:
-                    break
-                now = time.monotonic()
-                if (self.active < self.jobs + self.extra and now - self.last >= IDLE_WINDOW
-                        and psutil.cpu_percent(interval=None) < IDLE_BELOW):
-                    self.last = now
-                    break
-                self.cond.wait(timeout=IDLE_WINDOW)  # a bounded wait: re-check the CPU once a window
-            self.active += 1
-            self.most = max(self.most, self.active)
-            return self.active  # the runs going now, this one included (read under the lock)
-
-    def __exit__(self, *exc: object) -> None:
-        with self.cond:
-            self.active -= 1
-            self.cond.notify()
+def concurrency(alone: bool = False) -> dict[str, int]:
+    """Runs at a time in each sweep (every sweep of SWEEPS and the matrix's continue-mode figure); 1 everywhere
+    with ``alone`` (--alone)."""
+    out = {s: 1 for s in (*SWEEPS, "memory_article", "continue_timeout")}
+    if not alone:
+        out |= {s: n for sweeps, n in PHASES.values() for s in sweeps}
+    return out
 
 
-def measure(todo: list[Any], jobs: int, bar: Any, seconds: dict[str, float],
-            results: dict[int, dict[str, Any]], most: dict[str, int] | None = None) -> list[tuple[str, dict[str, Any]]]:
+def measure(todo: list[Any], runs_at_once: dict[str, int], bar: Any, seconds: dict[str, float],
+            results: dict[int, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     """Every run of the plan into ``results`` (by position: the caller keeps what was measured if a run
     fails), returned in the plan's order. A later repetition of a point starts only once its first one ended,
-    so a hang proven at repetition 0 spares it (``run_one``). With ``jobs`` > 1 the overlappable sweeps' runs
-    go ``jobs`` at a time (more while the CPU is idle: ``Admission``; the most at once goes into
-    ``most["runs"]``), spread out (``spread``), then everything else one at a time."""
+    so a hang proven at repetition 0 spares it (``run_one``). Each phase of PHASES runs its sweeps' runs
+    ``runs_at_once[sweep]`` at a time (the same for every sweep of a phase), spread out (``spread``), the later
+    repetitions after every first one; then everything else one at a time. Each record says how many runs of
+    its phase were going when it started (``at_once``, itself included)."""
     proven_hung: dict[tuple[Any, ...], dict[str, Any]] = {}
     lock = threading.Lock()
-    admission = Admission(jobs, EXTRA_RUNS)
     first_ended = {point(j): threading.Event() for j in todo if j.rep == 0}
+    going = {"runs": 0}
     t0 = time.monotonic()
 
     def one(i: int) -> None:
@@ -582,38 +549,40 @@ def measure(todo: list[Any], jobs: int, bar: Any, seconds: dict[str, float],
         if job.rep > 0 and first is not None and not first.wait(FIRST_REP_LIMIT):
             raise RuntimeError(f"repetition 0 of {point(job)} did not end within {FIRST_REP_LIMIT:.0f} s")
         try:
-            shared = jobs > 1 and job.sweep in OVERLAPPABLE
-            with admission if shared else contextlib.nullcontext(1) as at_once:
-                t = time.monotonic()
-                rec = run_one(job, proven_hung)
-                # When it started in the bench, and how many runs were going then (it included): the timeline.
-                rec.update(started=round(t - t0, 3), at_once=at_once)
-                with lock:
-                    results[i] = rec
-                    seconds[job.sweep] += time.monotonic() - t
+            with lock:
+                going["runs"] += 1
+                at_once = going["runs"]
+            t = time.monotonic()
+            rec = run_one(job, proven_hung)
+            # When it started in the bench, and how many runs were going then (it included): the timeline.
+            rec.update(started=round(t - t0, 3), at_once=at_once)
+            with lock:
+                going["runs"] -= 1
+                results[i] = rec
+                seconds[job.sweep] += time.monotonic() - t
         finally:
             if job.rep == 0 and first is not None:
                 first.set()  # also when it failed: the later repetitions run (or the run is failing anyway)
         bar.set_postfix_str(f"{job.sweep} {job.scenario.name} {job.variant} w={job.workers}", refresh=False)
         bar.update()
 
-    shared = [i for i, j in enumerate(todo) if j.sweep in OVERLAPPABLE]
-    alone = [i for i, j in enumerate(todo) if j.sweep not in OVERLAPPABLE]
-    if jobs > 1:
-        order = spread(todo, [i for i in shared if todo[i].rep == 0]) + [i for i in shared if todo[i].rep > 0]
-        with ThreadPoolExecutor(jobs + EXTRA_RUNS, thread_name_prefix="bench-lane") as lanes:
+    alone = []
+    for sweeps, _ in PHASES.values():
+        phase = [i for i, j in enumerate(todo) if j.sweep in sweeps]
+        lanes_n = max((runs_at_once.get(todo[i].sweep, 1) for i in phase), default=1)
+        if lanes_n == 1:
+            alone += sorted(phase, key=lambda i: todo[i].rep > 0)
+            continue
+        order = spread(todo, [i for i in phase if todo[i].rep == 0]) + [i for i in phase if todo[i].rep > 0]
+        with ThreadPoolExecutor(lanes_n, thread_name_prefix="bench-lane") as lanes:
             try:
                 for f in [lanes.submit(one, i) for i in order]:
                     f.result()  # a failure in a lane fails the run, as it would one at a time
             except BaseException:  # Ctrl-C included: the runs not started are dropped, the running ones end
                 lanes.shutdown(cancel_futures=True)
                 raise
-    else:
-        alone = sorted(shared, key=lambda i: todo[i].rep > 0) + alone
-    for i in alone:
+    for i in alone + [i for i, j in enumerate(todo) if j.sweep not in OVERLAPPABLE]:
         one(i)
-    if most is not None:
-        most["runs"] = admission.most
     return [(todo[i].sweep, results[i]) for i in sorted(results)]
 
 
@@ -674,7 +643,9 @@ def keep_partial(out: Path, by_sweep: dict[str, Any], st: dict[str, Any], error:
 def keep_other_variants(tmp: Path, out: Path, ran: set[str]) -> None:
     """A run limited by --only / --only-sweeps keeps what it did not redo from the existing raw data: the
     runs of registered designs it did not run. A record of anything else (the throughput reference, the
-    overhead baselines) is measured again whenever its sweep runs, so an old one is never kept beside it."""
+    overhead baselines) is measured again whenever its sweep runs, so an old one is never kept beside it.
+    A kept record is never passed off as the new run's: it carries the stamp of the run that measured it
+    (``measured_by``), and the new stamp lists those runs (``kept_from``), which the README's stamp line says."""
     for old in (out / "raw").glob("*.json") if (out / "raw").exists() else []:
         new = tmp / "raw" / old.name
         old_data = json.loads(old.read_text())
@@ -683,9 +654,20 @@ def keep_other_variants(tmp: Path, out: Path, ran: set[str]) -> None:
             continue
         new_data = json.loads(new.read_text())
         if isinstance(new_data.get("runs"), list) and isinstance(old_data.get("runs"), list):
-            kept = [r for r in old_data["runs"] if r.get("variant") in VARIANTS and r["variant"] not in ran]
+            origin = origin_of(old_data.get("stamp") or {})
+            kept = [{**r, "measured_by": r.get("measured_by") or origin} for r in old_data["runs"]
+                    if r.get("variant") in VARIANTS and r["variant"] not in ran]
+            kept_from = new_data["stamp"].setdefault("kept_from", []) if kept else []
+            for r in kept:
+                if r["measured_by"] not in kept_from:
+                    kept_from.append(r["measured_by"])
             new_data["runs"] = kept + new_data["runs"]
             new.write_text(json.dumps(new_data, indent=1, default=repr))
+
+
+def origin_of(st: dict[str, Any]) -> dict[str, Any]:
+    """What names a run: its commit, whether the code was clean, its date."""
+    return {"git_commit": st.get("git_commit"), "git_dirty": st.get("git_dirty"), "date": st.get("date")}
 
 
 def install(tmp: Path, out: Path) -> None:

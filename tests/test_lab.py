@@ -276,3 +276,51 @@ def test_a_lab_worker_imports_no_psutil_unless_its_job_enters_a_cgroup():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def _ev(ev, item, pid, t):
+    return {"ev": ev, "item": item, "pid": pid, "t": t}
+
+
+def test_a_hang_is_called_one_only_on_the_evidence_of_its_last_window():
+    """harness.hang_evidence: "idle" needs every process (the fault's own left out) under BUSY_BELOW of a core and
+    no event in the window; a task that faulted and started over and over is a "loop"; anything else is "busy"."""
+    since, now = 100.0, 102.0
+    quiet = {1: 5.0, 2: 3.0}
+    faulted = [_ev("start", 3, 2, 90.0), _ev("fault", 3, 2, 90.1)]
+    idle = harness.hang_evidence(since, quiet, {1: 5.01, 2: 3.0}, faulted, now)
+    assert idle["verdict"] == "idle" and idle["events"] == 0, idle
+    # the fault's own process spinning (a job stuck in a loop) is the fault, not the design at work
+    assert harness.hang_evidence(since, quiet, {1: 5.01, 2: 5.0}, faulted, now)["verdict"] == "idle"
+    # the main process unpickling a large result: busy, whatever else is idle
+    assert harness.hang_evidence(since, quiet, {1: 6.9, 2: 3.0}, faulted, now)["verdict"] == "busy"
+    # a process born in the window counts with all its CPU
+    assert harness.hang_evidence(since, quiet, {1: 5.0, 2: 3.0, 7: 1.0}, faulted, now)["verdict"] == "busy"
+    # no CPU to speak of, but a task finished in the window: progress, so no verdict of a hang yet
+    assert harness.hang_evidence(since, quiet, quiet, [*faulted, _ev("start", 4, 1, 101.0)], now)["verdict"] == "busy"
+    looping = [*faulted, *(_ev("start", 3, 10 + k, 95.0 + k) for k in range(harness.LOOP_STARTS))]
+    assert harness.hang_evidence(since, quiet, {1: 6.9, 2: 3.0}, looping, now)["verdict"] == "loop"
+
+
+# A run of 300 items of 3,000,000 ints on one worker computes for a minute or more: far past its 1 s watchdog and
+# the test's OVERTIME_FOR_TEST, whatever the machine.
+OVERTIME_FOR_TEST = 2.0
+
+
+def test_a_run_still_working_at_its_watchdog_is_over_it_not_hung(monkeypatch):
+    """Breaks if a run cut while it computes is published as a hang (issue 26: billiard at 10^7-int results drawn
+    as "never noticed" at its watchdog, where another run had it raise)."""
+    monkeypatch.setattr(harness, "OVERTIME", OVERTIME_FOR_TEST)
+    o = harness.run_scenario("supervisor", job={"type": "Workload", "n": 3_000_000}, items=300,
+                             run_kwargs={"workers": 1}, watchdog=1.0)
+    assert o.status == "over_watchdog" and o.hang_evidence["verdict"] == "busy", (o.status, o.hang_evidence)
+    assert o.hang_evidence["overtime"] >= OVERTIME_FOR_TEST and o.hang_evidence["cpu_cores"] >= harness.BUSY_BELOW
+
+
+def test_a_run_busy_at_its_watchdog_is_watched_on_and_recorded_as_it_ended():
+    """Breaks if the harness stops a run at its watchdog while it is still working (no grace), or records a run
+    that ended in its overtime as anything but what it did."""
+    o = harness.run_scenario("supervisor", job={"type": "Workload", "n": 2_000_000}, items=12,
+                             run_kwargs={"workers": 1}, watchdog=1.0)
+    assert o.status == "returned" and o.result["report"]["completed"] == 12, (o.status, o.hang_evidence)
+    assert o.hang_evidence["verdict"] == "busy" and 0 < o.hang_evidence["overtime"] < harness.OVERTIME

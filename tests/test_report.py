@@ -137,11 +137,14 @@ def test_a_hang_is_proven_once_per_point(monkeypatch):
 
     calls = []
 
+    verdict = {"pool": "idle", "dask_distributed": "loop"}
+
     def fake_run_scenario(variant, **kwargs):
         calls.append(variant)
         return Outcome(variant=variant, status="hung", result=None, fault_t=None, detect_latency=None,
                        stop_latency=None, exit_latency=None, lingered=False, left_running=["1 worker"],
-                       orphans_exit_latency=None, peak_children_mb=None, memory_trace=[], stdout="", stderr="")
+                       orphans_exit_latency=None, peak_children_mb=None, memory_trace=[], stdout="", stderr="",
+                       hang_evidence={"verdict": verdict[variant]})
 
     monkeypatch.setattr(run, "run_scenario", fake_run_scenario)
     sc = run.SCENARIOS["worker_killed"]()
@@ -152,6 +155,9 @@ def test_a_hang_is_proven_once_per_point(monkeypatch):
     assert calls == ["pool", "pool"], "the repetition re-ran the hang"
     assert first["status"] == second["status"] == other_point["status"] == "hung"
     assert second["rep"] == 1 and second["hung_proven_at_rep"] == 0 and "proven once" in second["message"]
+    # a design re-running the fault's task is hung too, but not stuck: its next repetition may end otherwise
+    looping = [run.run_one(("matrix", sc, "dask_distributed", 4, 10, rep, {}), proven) for rep in (0, 1)]
+    assert calls[2:] == ["dask_distributed"] * 2 and "hung_proven_at_rep" not in looping[1]
 
 
 # A point of 500 tasks of 10 ms on 2 workers needs 2.5 s of work: far past this limit, whatever the machine.
@@ -240,31 +246,40 @@ def test_the_readme_line_quotes_the_supervisors_worst_complete_point_once_up():
     assert "not in this raw data" in throughput.text([pt("supervisor", 2, 0.001, None)])
 
 
-def test_admission_goes_past_jobs_only_while_the_cpu_is_idle(monkeypatch):
+def test_each_phase_runs_exactly_its_runs_at_once_and_the_phases_never_overlap(monkeypatch):
+    """Breaks if the runs at a time behind a figure depend on the moment (issue 26: extra runs admitted while the
+    CPU looked idle), if a phase goes past its setting, or if the memory sweeps' runs share the machine with the
+    fault sweeps'."""
     import threading
-
-    import psutil
 
     from bench import run
 
-    monkeypatch.setattr(run, "IDLE_WINDOW", 0.05)
-    cpu = {"percent": 100.0}
-    monkeypatch.setattr(psutil, "cpu_percent", lambda interval=None: cpu["percent"])
-    adm = run.Admission(jobs=2, extra=1)
-    assert (adm.__enter__(), adm.__enter__()) == (1, 2), "entering gives the runs going, this one included"
-    third = threading.Event()
-    t = threading.Thread(target=lambda: (adm.__enter__(), third.set()), daemon=True)
-    t.start()
-    assert not third.wait(0.3), "a third run started while the CPU was busy"
-    cpu["percent"] = 0.0
-    assert third.wait(2.0), "a third run did not start once the CPU was idle"
-    fourth = threading.Event()
-    threading.Thread(target=lambda: (adm.__enter__(), fourth.set()), daemon=True).start()
-    assert not fourth.wait(0.3), "more than jobs + extra runs at once"
-    adm.__exit__(None, None, None)
-    assert fourth.wait(2.0) and adm.most == 3
-    for _ in range(3):
-        adm.__exit__(None, None, None)
+    going: dict[str, int] = defaultdict(int)
+    seen: dict[str, list[int]] = defaultdict(list)
+    lock = threading.Lock()
+
+    def fake_run_one(job, proven):
+        phase = "fault" if job.sweep in run.PHASES["fault"][0] else "memory"
+        with lock:
+            going[phase] += 1
+            seen[phase].append(going[phase])
+            assert not going["fault" if phase == "memory" else "memory"], "the two phases shared the machine"
+        time.sleep(0.05)
+        with lock:
+            going[phase] -= 1
+        return {"rep": job.rep}
+
+    monkeypatch.setattr(run, "run_one", fake_run_one)
+    sc = SimpleNamespace(name="s")
+    todo = ([run.Job("matrix", sc, v, 4, n, 0, {}) for v in "abc" for n in range(4)]
+            + [run.Job("memory_tasks", sc, v, 4, n, 0, {}) for v in "abc" for n in range(3)])
+    bar = SimpleNamespace(set_postfix_str=lambda *a, **k: None, update=lambda: None)
+    got = run.measure(todo, {"matrix": 3, "memory_tasks": 2}, bar, defaultdict(float), {})
+    assert len(got) == len(todo)
+    assert max(seen["fault"]) == 3 and max(seen["memory"]) == 2, dict(seen)
+    # while at least as many runs as lanes were queued, every lane was busy: the load is the setting, not a moment's
+    assert seen["fault"][2:9].count(3) >= 5, seen["fault"]
+    assert run.concurrency(alone=True) == dict.fromkeys(run.concurrency(), 1)
 
 
 def test_a_partial_run_keeps_the_designs_it_did_not_run_and_never_an_old_reference(tmp_path):
@@ -278,11 +293,19 @@ def test_a_partial_run_keeps_the_designs_it_did_not_run_and_never_an_old_referen
                          (new, [{"variant": "supervisor", "total": 0.2},
                                 {"variant": "ProcessPoolExecutor.map(chunksize=256)", "total": 0.12}])):
         (folder / "raw").mkdir(parents=True)
-        (folder / "raw" / "throughput.json").write_text(json.dumps({"stamp": {}, "runs": runs}))
+        stamp = {"git_commit": "a" * 40 if folder == old else "b" * 40, "git_dirty": False, "date": str(folder)}
+        (folder / "raw" / "throughput.json").write_text(json.dumps({"stamp": stamp, "runs": runs}))
     run.keep_other_variants(new, old, ran={"supervisor"})
-    runs = json.loads((new / "raw" / "throughput.json").read_text())["runs"]
-    assert sorted((r["variant"], r["total"]) for r in runs) == [
+    data = json.loads((new / "raw" / "throughput.json").read_text())
+    assert sorted((r["variant"], r["total"]) for r in data["runs"]) == [
         ("ProcessPoolExecutor.map(chunksize=256)", 0.12), ("pool", 1.0), ("supervisor", 0.2)]
+    # the kept record is the old run's, said so in the record and in the new stamp, never the new run's
+    kept = next(r for r in data["runs"] if r["variant"] == "pool")
+    assert kept["measured_by"]["git_commit"] == "a" * 40 and data["stamp"]["kept_from"] == [kept["measured_by"]]
+    assert all("measured_by" not in r for r in data["runs"] if r["variant"] != "pool")
+    assert report.kept_lines({"throughput": data}) == [
+        f"Kept (throughput): 1 record(s) of designs that run did not run, measured by the run of {old} on commit "
+        "`aaaaaaaaaa`."]
 
 
 def test_overhead_times_a_slow_design_once_and_a_very_slow_one_on_a_tenth_of_the_tasks(monkeypatch):
@@ -345,7 +368,7 @@ def test_the_shared_runs_are_spread_and_a_later_repetition_waits_for_its_first(m
     monkeypatch.setattr(run, "run_one", fake_run_one)
     reps = [run.Job("matrix", sc, "a", 4, 0, rep, {}) for rep in (0, 1)]
     bar = SimpleNamespace(set_postfix_str=lambda *a, **k: None, update=lambda: None)
-    got = run.measure(reps, 2, bar, defaultdict(float), {})
+    got = run.measure(reps, {"matrix": 2}, bar, defaultdict(float), {})
     assert [r["rep"] for _, r in got] == [0, 1] and started == [0, 1]
     (_, first), (_, second) = got  # the timeline: when each started, and how many runs were going then
     # ``started`` is rounded to 1 ms: the gap can read up to 1 ms short of the wait it contains.
@@ -374,3 +397,15 @@ def test_the_durations_line_says_which_install_each_command_ran_on():
     assert "`python bench/run.py` on the README's install (`.[dev]`) took 14.6 min" in readme, readme
     full = report.durations_text({report.SUITE: {**suite, "stamp": stamp("2026.8.0")}})
     assert "`python -m pytest` on the README's install (`.[dev]`) took" in full, full
+
+
+def test_a_cell_whose_repetitions_differ_is_published_as_mixed_never_as_the_last():
+    """Breaks if a matrix cell shows one repetition's outcome when its repetitions disagree (issue 26: Dask's death
+    while sending raised in one full run and hung in the next, each published as if it were the only one)."""
+    raised = {"status": "raised", "kind": "worker_died", "detect": 17.6, "fault_item": 2, "item": 2,
+              "culprit_named": True}
+    hung = {"status": "hung", "fault_item": 2, "fault_starts": 1, "left_running": 1}
+    for order in ([raised, hung], [hung, raised]):
+        c = report.cell(order)
+        assert c["outcome"] == "mixed over 2 runs: raised worker_died x1, HANGS x1", c["outcome"]
+    assert report.cell([raised, raised])["outcome"] == "raised worker_died"

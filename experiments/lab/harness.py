@@ -8,7 +8,8 @@
        leftovers, orphans)                 |                                    events file (JSON lines)
     read events: SIGKILL the worker busy   |                                           ^
       on item k / the runner itself  ------+-------------------------------------------+
-    watchdog: no exit by `watchdog` s -> SIGUSR1 (stack dump), then SIGKILL the group: "hung"
+    watchdog: no exit by `watchdog` s -> SIGUSR1 (stack dump), then SIGKILL the group: "hung" when the
+      last EVIDENCE_WINDOW s show it (idle, or re-running the fault's task), else "over_watchdog"
     RESULT line <------------------------- prints one JSON line, then exits naturally
 
 Every run is in its own session, so the harness can find every process of the run, including workers
@@ -75,6 +76,25 @@ DUMP_LIMIT = 0.5
 # SIGKILL is delivered at once; a process leaves the process table when its memory is torn down, which for
 # a worker holding gigabytes takes a fraction of a second. 5 s bounds that wait on a loaded machine.
 REAP_LIMIT = 5.0
+# A run still going at its watchdog is called hung only on evidence, read over the last EVIDENCE_WINDOW s before it:
+# - "idle": its processes (the fault's own, e.g. a job spinning in a loop, left out) used under BUSY_BELOW of a core
+#   together and no event was logged (no task started or finished): everyone waits for something that never comes.
+# - "loop": a task that stamped a fault started more than LOOP_STARTS times: the design keeps re-running it
+#   (Dask, a worker killed while sending), so it never ends however long one waits.
+# Otherwise it is still computing or making progress: watched longer (OVERTIME), then "over_watchdog".
+# The margins: an idle pool's housekeeping (threads polling, heartbeats) stays under 0.1 of a core here, Dask's
+# scheduler, nannies and workers included (measured: see tests/test_lab.py, the hang evidence tests); a process
+# moving or unpickling a large result uses close to a whole core. 2 s is four of billiard's and mpire's 0.5 s
+# polls, so a design's own timer cannot pass for progress by firing once.
+# A run that is busy at its watchdog is watched one window more at a time, up to OVERTIME s past the watchdog: on a
+# loaded machine a run can still be finishing its healthy items when the watchdog comes, then fall idle for good
+# (multiprocessing.Pool after a lost task); or it ends, and what it did is recorded as it is, with its latency.
+# Still busy after OVERTIME: "over_watchdog". 10 s is five windows: room for a run the machine slowed (billiard
+# noticing a death among 10^7-int results raised in 9.7 s in one full bench and met its 15 s watchdog in another).
+EVIDENCE_WINDOW = 2.0
+BUSY_BELOW = 0.25
+LOOP_STARTS = 2
+OVERTIME = 10.0
 STARTED_GROUPS: set[int] = set()  # every session this harness started: the leak check scans them
 
 
@@ -83,8 +103,9 @@ class Outcome:
     """What the harness saw. Latencies in seconds; None where the event never happened."""
 
     variant: str
-    status: str  # "returned" | "raised" | "hung" (no result before the watchdog) | "parent_killed" (by the
-    #              harness) | "runner_died" (the runner process ended by itself with no result: the kernel)
+    status: str  # "returned" | "raised" | "hung" (no result before the watchdog, and evidence: hang_evidence) |
+    #              "over_watchdog" (no result before the watchdog, but still busy or progressing) |
+    #              "parent_killed" (by the harness) | "runner_died" (the runner ended by itself with no result)
     result: dict[str, Any] | None
     fault_t: float | None
     detect_latency: float | None  # fault -> run() returned or raised
@@ -102,6 +123,9 @@ class Outcome:
     wall: float = 0.0
     runner_pid: int | None = None
     runner_returncode: int | None = None  # the runner process's own exit status (-9: SIGKILLed)
+    # At the watchdog: what the last EVIDENCE_WINDOW s showed ({"verdict": "idle" | "loop" | "busy", "cpu_cores",
+    # "events", "busiest", "fault_starts"}); None when the run ended before its watchdog.
+    hang_evidence: dict[str, Any] | None = None
 
     @property
     def kind(self) -> str | None:
@@ -320,6 +344,9 @@ def _observe(w: Watch) -> Outcome:
     trace: list[tuple[float, float, float]] = []
     next_sample = t0
     acted = False
+    deadline = t0 + w.watchdog  # moved by a window at a time while a run past its watchdog is busy (OVERTIME)
+    window_start: tuple[float, dict[int, float]] | None = None  # (when, CPU seconds per pid): the evidence window
+    evidence: dict[str, Any] | None = None
     try:
         while True:
             now = time.monotonic()
@@ -350,8 +377,19 @@ def _observe(w: Watch) -> Outcome:
                     pass
             if not acted and exit_t is None:
                 acted, harness_fault_t, parent_killed_t = _act(proc, w)
-            if now - t0 > w.watchdog:
+            if window_start is None and exit_t is None and now > deadline - EVIDENCE_WINDOW:
+                window_start = (now, _cpu_seconds(pgid))
+            if now > deadline:
                 if exit_t is None:
+                    if "result" not in result_box and window_start is not None:
+                        cpu = _cpu_seconds(pgid)
+                        evidence = hang_evidence(*window_start, cpu, read_events(events), now)
+                        evidence["overtime"] = round(now - t0 - w.watchdog, 2)
+                        if evidence["verdict"] == "busy" and now - t0 < w.watchdog + OVERTIME:
+                            # no evidence either way yet: watch one more window (see OVERTIME)
+                            deadline, window_start = now + EVIDENCE_WINDOW, (now, cpu)
+                            time.sleep(TICK)
+                            continue
                     hung = "result" not in result_box
                     left = [describe(p) for p in group.members()]
                     proc.send_signal(signal.SIGUSR1)  # faulthandler: dump every thread's stack to stderr
@@ -393,7 +431,7 @@ def _observe(w: Watch) -> Outcome:
     elif result is None and exit_t is not None:
         status = "runner_died"
     elif hung:
-        status = "hung"
+        status = "hung" if evidence is None or evidence["verdict"] != "busy" else "over_watchdog"
     else:
         status = (result or {}).get("outcome", "hung")
     if left or hung or (exit_t is None and not parent_killed_t):
@@ -409,8 +447,39 @@ def _observe(w: Watch) -> Outcome:
         orphans_exit_latency=(orphans_gone_t - parent_killed_t) if (orphans_gone_t and parent_killed_t) else None,
         peak_children_mb=peak_children if w.sample_memory else None,
         memory_trace=trace, stdout="".join(lines), stderr=stderr_file.read(), events=ev,
-        wall=time.monotonic() - t0, runner_pid=proc.pid, runner_returncode=proc.returncode,
+        wall=time.monotonic() - t0, runner_pid=proc.pid, runner_returncode=proc.returncode, hang_evidence=evidence,
     )
+
+
+def _cpu_seconds(pgid: int) -> dict[int, float]:
+    """CPU seconds (user + system) so far of every live process of session ``pgid``, by pid."""
+    out = {}
+    for pid in _scan(pgid):
+        try:
+            t = psutil.Process(pid).cpu_times()
+            out[pid] = t.user + t.system
+        except psutil.Error:  # gone meanwhile
+            pass
+    return out
+
+
+def hang_evidence(since: float, before: dict[int, float], after: dict[int, float], events: list[dict[str, Any]],
+                  now: float) -> dict[str, Any]:
+    """What the run's processes did between ``since`` and ``now`` (CPU seconds per pid at each end, the run's
+    events): the verdict "loop", "idle" or "busy" (see EVIDENCE_WINDOW) and the figures behind it. The processes
+    that stamped a fault are left out of the CPU: a job spinning in its hang is the fault, not the design working."""
+    window = max(now - since, TICK)
+    fault_pids = {e["pid"] for e in events if e["ev"] == "fault"}
+    fault_items = {repr(e["item"]) for e in events if e["ev"] == "fault"}
+    used = {pid: cpu - before.get(pid, 0.0) for pid, cpu in after.items() if pid not in fault_pids}
+    cores = sum(used.values()) / window
+    recent = sum(e["t"] >= since for e in events)
+    starts = max((sum(e["ev"] == "start" and repr(e["item"]) == item for e in events) for item in fault_items),
+                 default=0)
+    verdict = "loop" if starts > LOOP_STARTS else "idle" if cores < BUSY_BELOW and not recent else "busy"
+    busiest = sorted(used.items(), key=lambda kv: -kv[1])[:3]
+    return {"verdict": verdict, "window": round(window, 2), "cpu_cores": round(cores, 3), "events": recent,
+            "fault_starts": starts, "busiest": [[pid, round(cpu / window, 3)] for pid, cpu in busiest]}
 
 
 def _await_stack_dump(proc: subprocess.Popen, stderr_file: IO[str]) -> None:
