@@ -240,5 +240,7 @@ def no_process_left_behind():
                 p.kill()
             except psutil.NoSuchProcess:
                 pass
+        psutil.wait_procs(left, timeout=harness.REAP_LIMIT)
+        harness.forget_empty_groups()  # their session ids may be handed to other runs from now on
         if names:
             pytest.fail(f"test left {len(names)} process(es) behind: {names}")

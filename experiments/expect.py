@@ -237,7 +237,8 @@ def _caption(test: str, runs: list[dict[str, Any]]) -> str:
 
 def outcome_words(r: dict[str, Any]) -> str:
     """What the run did, in words, whole: the table never cuts it (a figure without its unit misleads)."""
-    outcome = {"hung": "HANGS (watchdog)", "parent_killed": "parent killed", "runner_died": "main process died",
+    outcome = {"hung": "HANGS (watchdog)", "over_watchdog": "over the watchdog, still working",
+               "parent_killed": "parent killed", "runner_died": "main process died",
                "returned": "recovered: task re-ran" if (r.get("fault_starts") or 0) > 1
                else "returned, every item done" if r.get("nothing_left")
                else f"returned, {r['items_left']} item(s) left" if r.get("items_left")

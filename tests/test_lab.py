@@ -324,3 +324,11 @@ def test_a_run_busy_at_its_watchdog_is_watched_on_and_recorded_as_it_ended():
                              run_kwargs={"workers": 1}, watchdog=1.0)
     assert o.status == "returned" and o.result["report"]["completed"] == 12, (o.status, o.hang_evidence)
     assert o.hang_evidence["verdict"] == "busy" and 0 < o.hang_evidence["overtime"] < harness.OVERTIME
+
+
+def test_a_reaped_run_is_forgotten_so_its_reused_pid_is_never_taken_for_ours():
+    """Breaks if the harness keeps a finished run's session id in STARTED_GROUPS: the id is the runner's pid, which
+    the kernel hands out again, and the leak check (conftest) then killed another xdist worker's run that got it."""
+    o = harness.run_scenario("supervisor", job={"type": "Workload", "n": 10}, items=2, run_kwargs={"workers": 1},
+                             watchdog=15)
+    assert o.status == "returned" and o.runner_pid not in harness.STARTED_GROUPS, harness.STARTED_GROUPS

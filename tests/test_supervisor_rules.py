@@ -902,12 +902,31 @@ def test_a_job_may_use_a_process_pool_of_its_own():
     assert sorted(results) == [1, 2]
 
 
+# How long die_soon's thread waits for its worker to be idle before it kills it anyway (the test then fails on the
+# phase its error names): a worker is idle within milliseconds of its initializer; 5 s is for a loaded machine.
+IDLE_WAIT_LIMIT = 5.0
+
+
 def die_soon():
-    """An initializer that leaves a thread to SIGKILL this worker 0.1 s later, once it waits for work."""
+    """An initializer that leaves a thread to SIGKILL this worker once it waits for work: its main thread blocked in
+    ``conn.poll`` in ``_worker.main``, which it only reaches idle. (A fixed 0.1 s once landed, on a loaded
+    machine, while the worker was still in its initializer: a different phase, so a different error.)"""
+    import sys
     import threading
 
+    main = threading.main_thread().ident
+
+    def idle() -> bool:
+        frame, names = sys._current_frames().get(main), set()
+        while frame is not None:
+            names.add(frame.f_code.co_name)
+            frame = frame.f_back
+        return {"main", "poll"} <= names and "die_soon" not in names
+
     def later():
-        time.sleep(0.1)
+        deadline = time.monotonic() + IDLE_WAIT_LIMIT
+        while not idle() and time.monotonic() < deadline:
+            time.sleep(0.005)
         os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=later, daemon=True).start()
@@ -915,8 +934,8 @@ def die_soon():
 
 @pytest.mark.timeout(60)
 def test_deaths_with_no_item_in_play_end_the_run_past_the_budget():
-    """Breaks if a worker that keeps dying between tasks is replaced without end: each worker dies 0.1 s after its
-    start, idle, since the items source has nothing more for a while; past DEATH_BUDGET deaths in a row with no
+    """Breaks if a worker that keeps dying between tasks is replaced without end: each worker dies as soon as it is
+    idle, since the items source has nothing more for a while; past DEATH_BUDGET deaths in a row with no
     item in play and nothing answered the run fails as worker_died saying where, and its notes stay bounded."""
     import threading
 

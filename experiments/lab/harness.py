@@ -95,7 +95,11 @@ EVIDENCE_WINDOW = 2.0
 BUSY_BELOW = 0.25
 LOOP_STARTS = 2
 OVERTIME = 10.0
-STARTED_GROUPS: set[int] = set()  # every session this harness started: the leak check scans them
+# Every session this harness started that may still have a process: the leak check scans them. A session is
+# forgotten once none of its processes is left (``_reap``, ``forget_empty_groups``): its id is the runner's pid,
+# which the kernel hands out again (pid_max is 32,768 here), and a stale id once made a test's leak check kill
+# another xdist worker's run that had been given the same pid.
+STARTED_GROUPS: set[int] = set()
 
 
 @dataclass
@@ -225,6 +229,13 @@ def describe(p: psutil.Process) -> str:
     return f"{p.pid} {cmd[:80]}"
 
 
+def forget_empty_groups() -> None:
+    """Drop from STARTED_GROUPS every session with no live process left (after a leak check killed them)."""
+    for pgid in list(STARTED_GROUPS):
+        if not _scan(pgid):
+            STARTED_GROUPS.discard(pgid)
+
+
 def kill_group(pgid: int) -> None:
     """SIGKILL every process of session ``pgid``: its first process group at once, then the members of other
     groups of the session (the supervisor's workers and what their jobs started)."""
@@ -245,17 +256,19 @@ def watchdog_for(variant: str, watchdog: float, *, stop_allowance: bool = True, 
             + (RETRY_ALLOWANCE.get(variant, 0.0) if repeated_death else 0.0))
 
 
-def run_scenario(variant: str, *, job: dict[str, Any] | None = None, items: int = 20,
-                 items_raise_at: int | None = None, on_result: dict[str, Any] | None = None,
-                 run_kwargs: dict[str, Any] | None = None, resume_items: list[Any] | None = None,
-                 watchdog: float = 30.0, fault_clock: str = "event",
-                 kill_worker_on_item: Any = None, kill_cue: str | None = None,
-                 kill_runner_after_starts: int | None = None,
-                 sigint_after_starts: int | None = None, orphan_watch: float = LEFTOVER_GRACE,
-                 sample_memory: bool = False, python: str | None = None,
-                 items_spec: dict[str, Any] | None = None, run_cgroup: dict[str, int] | None = None,
-                 stop_allowance: bool = True, repeated_death: bool = False) -> Outcome:
-    """Run ``variant`` on one scenario in a fresh runner process and observe it from outside.
+def run_scenario(variant: str, **scenario: Any) -> Outcome:
+    """Run ``variant`` on one scenario in a fresh runner process and observe it from outside. ``scenario``: the
+    fields of :class:`Watch` (a scenario's ``kwargs``, passed whole); an unknown one is a TypeError."""
+    watch = Watch(variant=variant, **scenario)
+    with tempfile.TemporaryDirectory(prefix="lab-", ignore_cleanup_errors=True) as tmp:
+        with open(os.path.join(tmp, "stderr.txt"), "w+") as stderr_file:
+            return _Observation(watch, tmp, stderr_file).run()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Watch:
+    """One scenario to observe: what the runner runs, which fault the harness injects from outside, how long it
+    watches.
 
     ``fault_clock`` says when the fault happened: "event" (the first fault stamped by a job, the items
     iterator or on_result, or the harness's own kill), "deadline" (start + timeout), or "task_deadline"
@@ -264,191 +277,267 @@ def run_scenario(variant: str, *, job: dict[str, Any] | None = None, items: int 
     (``{"limit_mb": .., "ballast_mb": ..}``) runs the whole run, runner included, in one memory cgroup, the
     runner holding ``ballast_mb`` of its own (see ``runner._enter_run_cgroup``). The watchdog gets the
     variant's ``START_ALLOWANCE``, unless ``stop_allowance`` is false its ``STOP_ALLOWANCE``, and with
-    ``repeated_death`` its ``RETRY_ALLOWANCE``. ``kill_cue``: ``kill_worker_on_item`` waits until the run's event
-    log also holds an event of that name (``"source_blocks"``: the items source has begun to block), so the
-    kill lands in the setting the scenario is about, however the run's threads were scheduled.
+    ``repeated_death`` its ``RETRY_ALLOWANCE`` (``limit``). ``kill_cue``: ``kill_worker_on_item`` waits until the
+    run's event log also holds an event of that name (``"source_blocks"``: the items source has begun to block),
+    so the kill lands in the setting the scenario is about, however the run's threads were scheduled.
     """
-    run_kwargs = dict(run_kwargs or {})
-    watchdog = watchdog_for(variant, watchdog, stop_allowance=stop_allowance, repeated_death=repeated_death)
-    with tempfile.TemporaryDirectory(prefix="lab-", ignore_cleanup_errors=True) as tmp:
-        events = os.path.join(tmp, "events.jsonl")
-        items_all = {"count": items, "raise_at": items_raise_at, **(items_spec or {})}
-        spec = {"variant": variant, "job": job or {}, "items": items_all,
-                "on_result": on_result or {}, "run_kwargs": run_kwargs, "events": events,
-                "resume_items": resume_items, "run_cgroup": run_cgroup}
-        stderr_path = os.path.join(tmp, "stderr.txt")
-        with open(stderr_path, "w+") as stderr_file:
-            return _observe(Watch(
-                variant=variant, spec=spec, tmp=tmp, events=events, stderr_file=stderr_file, run_kwargs=run_kwargs,
-                watchdog=watchdog, fault_clock=fault_clock, kill_worker_on_item=kill_worker_on_item, kill_cue=kill_cue,
-                kill_runner_after_starts=kill_runner_after_starts, sigint_after_starts=sigint_after_starts,
-                orphan_watch=orphan_watch, sample_memory=sample_memory, python=python or sys.executable))
-
-
-@dataclass(frozen=True, kw_only=True)
-class Watch:
-    """One observation to make: what to start, which fault to inject from outside, how long to watch."""
 
     variant: str
-    spec: dict[str, Any]  # the runner's whole input (one JSON argument)
-    tmp: str  # the run's own folder, removed after it: the run's TMPDIR too (see _observe)
-    events: str  # the run's event log (see .events)
-    stderr_file: IO[str]  # the runner's stderr, read back into Outcome.stderr
-    run_kwargs: dict[str, Any]
-    watchdog: float  # seconds, start-up allowance included
-    fault_clock: str  # "event" | "deadline" | "task_deadline" (see run_scenario)
+    job: dict[str, Any] | None = None
+    items: int = 20
+    items_raise_at: int | None = None
+    items_spec: dict[str, Any] | None = None
+    on_result: dict[str, Any] | None = None
+    run_kwargs: dict[str, Any] | None = None
+    resume_items: list[Any] | None = None
+    run_cgroup: dict[str, int] | None = None
+    watchdog: float = 30.0  # seconds; the variant's allowances come on top (``limit``)
+    stop_allowance: bool = True
+    repeated_death: bool = False
+    fault_clock: str = "event"  # "event" | "deadline" | "task_deadline"
     kill_worker_on_item: Any = None  # SIGKILL the worker that stamps `start` for this item
-    kill_cue: str | None = None  # ... once an event of this name is in the log too (see run_scenario)
+    kill_cue: str | None = None  # ... once an event of this name is in the log too
     kill_runner_after_starts: int | None = None  # SIGKILL the runner once this many items started
     sigint_after_starts: int | None = None  # SIGINT the run's process group once this many items started
     orphan_watch: float = LEFTOVER_GRACE
     sample_memory: bool = False
-    python: str = sys.executable
+    python: str | None = None  # the interpreter for the runner (default: this one)
+
+    @property
+    def limit(self) -> float:
+        """The watchdog in seconds, the variant's allowances included."""
+        return watchdog_for(self.variant, self.watchdog, stop_allowance=self.stop_allowance,
+                            repeated_death=self.repeated_death)
+
+    @property
+    def injects(self) -> bool:
+        """Does the harness inject a fault from outside (a kill or a SIGINT on cue)?"""
+        return (self.kill_worker_on_item, self.kill_runner_after_starts, self.sigint_after_starts) != (None,) * 3
+
+    def spec(self, events: str) -> dict[str, Any]:
+        """The runner's whole input (one JSON argument)."""
+        return {"variant": self.variant, "job": self.job or {}, "run_kwargs": self.run_kwargs or {},
+                "items": {"count": self.items, "raise_at": self.items_raise_at, **(self.items_spec or {})},
+                "on_result": self.on_result or {}, "events": events, "resume_items": self.resume_items,
+                "run_cgroup": self.run_cgroup}
 
 
-def _observe(w: Watch) -> Outcome:
-    variant, events, stderr_file, run_kwargs = w.variant, w.events, w.stderr_file, w.run_kwargs
-    # TMPDIR: whatever the run's processes put in the temporary folder (multiprocessing's pymp-* folders,
-    # dask's scratch space) goes with the run's own folder, also when the harness had to SIGKILL them.
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1", TMPDIR=w.tmp)
-    t0 = time.monotonic()
-    proc = subprocess.Popen([w.python, "-m", "experiments.lab.runner", json.dumps(w.spec)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=stderr_file, text=True, start_new_session=True)
-    pgid = proc.pid
-    STARTED_GROUPS.add(pgid)
-    group = GroupWatch(pgid, exclude=proc.pid)
-    lines: list[str] = []
-    result_box: dict[str, Any] = {}
+class _Observation:
+    """One run watched from start to reaping, a TICK at a time: ``run`` starts the runner, then each look
+    (``_track_processes``, ``_sample_memory``, ``_inject``, ``_at_deadline``) until one says the watch is over,
+    then ``_reap`` and ``_outcome``. Times are ``time.monotonic()``; None where the event did not happen."""
 
-    def read_stdout() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
+    def __init__(self, w: Watch, tmp: str, stderr_file: IO[str]) -> None:
+        self.w, self.tmp, self.stderr_file = w, tmp, stderr_file
+        self.events = os.path.join(tmp, "events.jsonl")  # the run's event log (see .events)
+        self.lines: list[str] = []  # the runner's stdout but its result line
+        self.result_box: dict[str, Any] = {}
+        self.fault_t: float | None = None  # the harness's own injection
+        self.parent_killed_t: float | None = None
+        self.exit_t: float | None = None  # the runner exited
+        self.stop_t: float | None = None  # no process of the run left but the runner
+        self.last_seen: float | None = None  # some process of the run seen alive
+        self.orphans_gone_t: float | None = None
+        self.hung = False
+        self.left: list[str] | None = None
+        self.peak_children = 0.0
+        self.trace: list[tuple[float, float, float]] = []
+        self.next_sample = 0.0
+        self.injected = not w.injects
+        self.deadline = 0.0  # moved by a window at a time while a run past its watchdog is busy (OVERTIME)
+        self.window_start: tuple[float, dict[int, float]] | None = None  # (when, CPU seconds per pid)
+        self.evidence: dict[str, Any] | None = None
+
+    def run(self) -> Outcome:
+        self._start()
+        try:
+            while True:
+                now = time.monotonic()
+                if self._track_processes(now):
+                    break
+                self._sample_memory(now)
+                if not self.injected and self.exit_t is None:
+                    self._inject()
+                if self._at_deadline(now):
+                    break
+                time.sleep(TICK)
+        finally:
+            self._reap()
+        return self._outcome()
+
+    def _start(self) -> None:
+        # TMPDIR: whatever the run's processes put in the temporary folder (multiprocessing's pymp-* folders,
+        # dask's scratch space) goes with the run's own folder, also when the harness had to SIGKILL them.
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                   PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1", TMPDIR=self.tmp)
+        self.t0 = self.next_sample = time.monotonic()
+        self.deadline = self.t0 + self.w.limit
+        self.proc = subprocess.Popen([self.w.python or sys.executable, "-m", "experiments.lab.runner",
+                                      json.dumps(self.w.spec(self.events))], cwd=ROOT, env=env,
+                                     stdout=subprocess.PIPE, stderr=self.stderr_file, text=True,
+                                     start_new_session=True)
+        self.pgid = self.proc.pid
+        STARTED_GROUPS.add(self.pgid)
+        self.group = GroupWatch(self.pgid, exclude=self.proc.pid)
+        self.reader = threading.Thread(target=self._read_stdout, daemon=True, name="runner-stdout")
+        self.reader.start()
+
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
             if line.startswith(RESULT_TAG):
-                result_box["t_seen"] = time.monotonic()
-                result_box["result"] = json.loads(line[len(RESULT_TAG):])
+                self.result_box["t_seen"] = time.monotonic()
+                self.result_box["result"] = json.loads(line[len(RESULT_TAG):])
             else:
-                lines.append(line)
+                self.lines.append(line)
 
-    reader = threading.Thread(target=read_stdout, daemon=True, name="runner-stdout")
-    reader.start()
-    harness_fault_t: float | None = None
-    parent_killed_t: float | None = None
-    exit_t: float | None = None
-    stop_t: float | None = None
-    last_seen: float | None = None
-    hung = False
-    left: list[str] | None = None
-    orphans_gone_t: float | None = None
-    peak_children = 0.0
-    trace: list[tuple[float, float, float]] = []
-    next_sample = t0
-    acted = False
-    deadline = t0 + w.watchdog  # moved by a window at a time while a run past its watchdog is busy (OVERTIME)
-    window_start: tuple[float, dict[int, float]] | None = None  # (when, CPU seconds per pid): the evidence window
-    evidence: dict[str, Any] | None = None
-    try:
-        while True:
-            now = time.monotonic()
-            alive = group.any_alive()
-            if alive:
-                last_seen, stop_t = now, None
-            elif stop_t is None and last_seen is not None:
-                stop_t = now  # the run's processes just went from some to none
-            if exit_t is None and proc.poll() is not None:
-                exit_t = now
-            if exit_t is not None:
-                if not alive:
-                    orphans_gone_t = now
-                    break
-                if now > exit_t + max(w.orphan_watch, LEFTOVER_GRACE):
-                    left = [describe(p) for p in group.members()] or None
-                    if left is None:  # the last of them went between the question and this scan
-                        orphans_gone_t = now
-                    break
-            if w.sample_memory and now >= next_sample and exit_t is None:
-                next_sample = now + MEMORY_TICK
-                try:
-                    sample = memory_profiler.memory_usage(proc=proc.pid, interval=0.001, multiprocess=True,
-                                                          include_children=False)[0]
-                    peak_children = max(peak_children, sum(sample[1:]))
-                    trace.append((now - t0, sample[0], sum(sample[1:])))
-                except (psutil.Error, IndexError):
-                    pass
-            if not acted and exit_t is None:
-                acted, harness_fault_t, parent_killed_t = _act(proc, w)
-            if window_start is None and exit_t is None and now > deadline - EVIDENCE_WINDOW:
-                window_start = (now, _cpu_seconds(pgid))
-            if now > deadline:
-                if exit_t is None:
-                    if "result" not in result_box and window_start is not None:
-                        cpu = _cpu_seconds(pgid)
-                        evidence = hang_evidence(*window_start, cpu, read_events(events), now)
-                        evidence["overtime"] = round(now - t0 - w.watchdog, 2)
-                        if evidence["verdict"] == "busy" and now - t0 < w.watchdog + OVERTIME:
-                            # no evidence either way yet: watch one more window (see OVERTIME)
-                            deadline, window_start = now + EVIDENCE_WINDOW, (now, cpu)
-                            time.sleep(TICK)
-                            continue
-                    hung = "result" not in result_box
-                    left = [describe(p) for p in group.members()]
-                    proc.send_signal(signal.SIGUSR1)  # faulthandler: dump every thread's stack to stderr
-                    _await_stack_dump(proc, stderr_file)
-                break
-            time.sleep(TICK)
-    finally:
-        kill_group(pgid)
-        for p in group_members(pgid):  # what killpg missed (a process forked into the group as it ran)
+    def _track_processes(self, now: float) -> bool:
+        """Who of the run is alive, whether the runner exited; True once the watch is over: every process gone
+        after the runner, or some still there ``orphan_watch`` (at least LEFTOVER_GRACE) s after it (``left``)."""
+        alive = self.group.any_alive()
+        if alive:
+            self.last_seen, self.stop_t = now, None
+        elif self.stop_t is None and self.last_seen is not None:
+            self.stop_t = now  # the run's processes just went from some to none
+        if self.exit_t is None and self.proc.poll() is not None:
+            self.exit_t = now
+        if self.exit_t is None:
+            return False
+        if not alive:
+            self.orphans_gone_t = now
+            return True
+        if now > self.exit_t + max(self.w.orphan_watch, LEFTOVER_GRACE):
+            self.left = [describe(p) for p in self.group.members()] or None
+            if self.left is None:  # the last of them went between the question and this scan
+                self.orphans_gone_t = now
+            return True
+        return False
+
+    def _sample_memory(self, now: float) -> None:
+        if not self.w.sample_memory or now < self.next_sample or self.exit_t is not None:
+            return
+        self.next_sample = now + MEMORY_TICK
+        try:
+            sample = memory_profiler.memory_usage(proc=self.proc.pid, interval=0.001, multiprocess=True,
+                                                  include_children=False)[0]
+            self.peak_children = max(self.peak_children, sum(sample[1:]))
+            self.trace.append((now - self.t0, sample[0], sum(sample[1:])))
+        except (psutil.Error, IndexError):
+            pass
+
+    def _inject(self) -> None:
+        """The fault from outside, once its cue is in the event log: at most once (``injected``)."""
+        w, proc = self.w, self.proc
+        events = read_events(self.events)
+        starts = [e for e in events if e["ev"] == "start"]
+        if w.kill_worker_on_item is not None:
+            if w.kill_cue is not None and not any(e["ev"] == w.kill_cue for e in events):
+                return
+            for e in starts:
+                if e["item"] == w.kill_worker_on_item:
+                    t = time.monotonic()
+                    try:
+                        os.kill(e["pid"], signal.SIGKILL)  # the article's "kill from another shell"
+                    except ProcessLookupError:
+                        return
+                    self.injected, self.fault_t = True, t
+                    return
+        elif w.kill_runner_after_starts is not None and len(starts) >= w.kill_runner_after_starts:
+            self.injected = True
+            self.fault_t = self.parent_killed_t = time.monotonic()
+            proc.kill()  # the main process dies: OOM killer or kill -9 on the parent
+        elif w.sigint_after_starts is not None and len(starts) >= w.sigint_after_starts:
+            self.injected, self.fault_t = True, time.monotonic()
+            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal: SIGINT to the whole foreground group
+
+    def _at_deadline(self, now: float) -> bool:
+        """The watchdog: opens the evidence window EVIDENCE_WINDOW s before it; at it, a run with no result that
+        is still busy gets one more window (up to OVERTIME); else the verdict, the leftovers and a stack dump.
+        True once the watch is over."""
+        if self.window_start is None and self.exit_t is None and now > self.deadline - EVIDENCE_WINDOW:
+            self.window_start = (now, _cpu_seconds(self.pgid))
+        if now <= self.deadline:
+            return False
+        if self.exit_t is None:
+            if "result" not in self.result_box and self.window_start is not None:
+                cpu = _cpu_seconds(self.pgid)
+                self.evidence = hang_evidence(*self.window_start, cpu, read_events(self.events), now)
+                self.evidence["overtime"] = round(now - self.t0 - self.w.limit, 2)
+                if self.evidence["verdict"] == "busy" and now - self.t0 < self.w.limit + OVERTIME:
+                    # no evidence either way yet: watch one more window (see OVERTIME)
+                    self.deadline, self.window_start = now + EVIDENCE_WINDOW, (now, cpu)
+                    return False
+            self.hung = "result" not in self.result_box
+            self.left = [describe(p) for p in self.group.members()]
+            self.proc.send_signal(signal.SIGUSR1)  # faulthandler: dump every thread's stack to stderr
+            _await_stack_dump(self.proc, self.stderr_file)
+        return True
+
+    def _reap(self) -> None:
+        """Kill every process of the run and wait (bounded) until each is gone."""
+        kill_group(self.pgid)
+        for p in group_members(self.pgid):  # what killpg missed (a process forked into the group as it ran)
             try:
                 p.kill()
             except psutil.NoSuchProcess:  # it died between the listing and this kill (CI on 3.11 saw one)
                 pass
         try:
-            proc.wait(10)
+            self.proc.wait(10)
         except subprocess.TimeoutExpired:
             pass
         # Until every killed process is really gone (bounded): one still dying could write into the run's
         # folder after it is removed (dask's scratch space) or keep its memory cgroup busy.
         deadline = time.monotonic() + REAP_LIMIT
-        while (members := group_members(pgid)) and time.monotonic() < deadline:
+        while (members := group_members(self.pgid)) and time.monotonic() < deadline:
             psutil.wait_procs(members, timeout=TICK)
-        reader.join(5)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        if not members:
+            STARTED_GROUPS.discard(self.pgid)  # every process gone: the id may be any process's from now on
+        self.reader.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         cgroup.remove_lab_cgroups()
-    stderr_file.seek(0)
-    result = result_box.get("result")
-    ev = read_events(events)
-    if w.fault_clock == "deadline" and result is not None and run_kwargs.get("timeout"):
-        # A variant whose timeout starts after its own start-up (dask's cluster) says so in its report.
-        fault_t = ((result.get("report") or {}).get("clock_start") or result["t_start"]) + run_kwargs["timeout"]
-    elif w.fault_clock == "task_deadline" and run_kwargs.get("task_timeout") and (first := _first_fault(events)):
-        fault_t = first + run_kwargs["task_timeout"]
-    else:
-        fault_t = harness_fault_t or _first_fault(events)
-    if parent_killed_t is not None:
-        status = "parent_killed"
-    elif result is None and exit_t is not None:
-        status = "runner_died"
-    elif hung:
-        status = "hung" if evidence is None or evidence["verdict"] != "busy" else "over_watchdog"
-    else:
-        status = (result or {}).get("outcome", "hung")
-    if left or hung or (exit_t is None and not parent_killed_t):
-        stop_t = None  # the harness had to kill them: the run never stopped its processes by itself
-    t_end = (result or {}).get("t_end")
-    return Outcome(
-        variant=variant, status=status, result=result, fault_t=fault_t,
-        detect_latency=(t_end - fault_t) if (t_end and fault_t) else None,
-        stop_latency=(stop_t - fault_t) if (stop_t and fault_t and stop_t > fault_t) else None,
-        exit_latency=(exit_t - t_end) if (exit_t and t_end) else None,
-        lingered=result is not None and exit_t is None,
-        left_running=left or [],
-        orphans_exit_latency=(orphans_gone_t - parent_killed_t) if (orphans_gone_t and parent_killed_t) else None,
-        peak_children_mb=peak_children if w.sample_memory else None,
-        memory_trace=trace, stdout="".join(lines), stderr=stderr_file.read(), events=ev,
-        wall=time.monotonic() - t0, runner_pid=proc.pid, runner_returncode=proc.returncode, hang_evidence=evidence,
-    )
+
+    def _status(self, result: dict[str, Any] | None) -> str:
+        if self.parent_killed_t is not None:
+            return "parent_killed"
+        if result is None and self.exit_t is not None:
+            return "runner_died"
+        if self.hung:
+            return "hung" if self.evidence is None or self.evidence["verdict"] != "busy" else "over_watchdog"
+        return (result or {}).get("outcome", "hung")
+
+    def _fault_time(self, result: dict[str, Any] | None) -> float | None:
+        run_kwargs = self.w.run_kwargs or {}
+        if self.w.fault_clock == "deadline" and result is not None and run_kwargs.get("timeout"):
+            # A variant whose timeout starts after its own start-up (dask's cluster) says so in its report.
+            return ((result.get("report") or {}).get("clock_start") or result["t_start"]) + run_kwargs["timeout"]
+        if (self.w.fault_clock == "task_deadline" and run_kwargs.get("task_timeout")
+                and (first := _first_fault(self.events))):
+            return first + run_kwargs["task_timeout"]
+        return self.fault_t or _first_fault(self.events)
+
+    def _outcome(self) -> Outcome:
+        self.stderr_file.seek(0)
+        result = self.result_box.get("result")
+        fault_t = self._fault_time(result)
+        stop_t = self.stop_t
+        if self.left or self.hung or (self.exit_t is None and not self.parent_killed_t):
+            stop_t = None  # the harness had to kill them: the run never stopped its processes by itself
+        t_end, exit_t = (result or {}).get("t_end"), self.exit_t
+        return Outcome(
+            variant=self.w.variant, status=self._status(result), result=result, fault_t=fault_t,
+            detect_latency=(t_end - fault_t) if (t_end and fault_t) else None,
+            stop_latency=(stop_t - fault_t) if (stop_t and fault_t and stop_t > fault_t) else None,
+            exit_latency=(exit_t - t_end) if (exit_t and t_end) else None,
+            lingered=result is not None and exit_t is None,
+            left_running=self.left or [],
+            orphans_exit_latency=((self.orphans_gone_t - self.parent_killed_t)
+                                  if (self.orphans_gone_t and self.parent_killed_t) else None),
+            peak_children_mb=self.peak_children if self.w.sample_memory else None,
+            memory_trace=self.trace, stdout="".join(self.lines), stderr=self.stderr_file.read(),
+            events=read_events(self.events), wall=time.monotonic() - self.t0, runner_pid=self.proc.pid,
+            runner_returncode=self.proc.returncode, hang_evidence=self.evidence,
+        )
 
 
 def _cpu_seconds(pgid: int) -> dict[int, float]:
@@ -499,34 +588,3 @@ def _await_stack_dump(proc: subprocess.Popen, stderr_file: IO[str]) -> None:
 def _first_fault(events: str) -> float | None:
     ts = [e["t"] for e in read_events(events) if e["ev"] == "fault"]
     return min(ts) if ts else None
-
-
-def _act(proc: subprocess.Popen, w: Watch) -> tuple[bool, float | None, float | None]:
-    """Inject a fault from outside once its cue appears. Returns (acted, fault_t, parent_killed_t)."""
-    kill_worker_on_item, kill_runner_after_starts, sigint_after_starts = (
-        w.kill_worker_on_item, w.kill_runner_after_starts, w.sigint_after_starts)
-    if kill_worker_on_item is None and kill_runner_after_starts is None and sigint_after_starts is None:
-        return True, None, None
-    events = read_events(w.events)
-    starts = [e for e in events if e["ev"] == "start"]
-    if kill_worker_on_item is not None:
-        if w.kill_cue is not None and not any(e["ev"] == w.kill_cue for e in events):
-            return False, None, None
-        for e in starts:
-            if e["item"] == kill_worker_on_item:
-                t = time.monotonic()
-                try:
-                    os.kill(e["pid"], signal.SIGKILL)  # the article's "kill from another shell"
-                except ProcessLookupError:
-                    return False, None, None
-                return True, t, None
-        return False, None, None
-    if kill_runner_after_starts is not None and len(starts) >= kill_runner_after_starts:
-        t = time.monotonic()
-        proc.kill()  # the main process dies: OOM killer or kill -9 on the parent
-        return True, t, t
-    if sigint_after_starts is not None and len(starts) >= sigint_after_starts:
-        t = time.monotonic()
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal: SIGINT to the whole foreground group
-        return True, t, None
-    return False, None, None
