@@ -3,9 +3,9 @@
     python -m bench.compare --git HEAD results     # the committed run against the one just made in results/
     python -m bench.compare OLD_DIR NEW_DIR        # two output folders of bench/run.py (each holds raw/)
 
-Compared: every fault-matrix cell (outcome, item named, detection median) and every design's healthy-path
-overhead ratio. An outcome or an item named that differs is a **flip**; a figure outside the tolerance below is
-a **drift**. Both are listed; the exit code is 1 when a cell flipped, 0 otherwise (a drift is information: a
+Compared: every fault-matrix cell (outcome, item named, detection median), every design's healthy-path
+overhead ratio and every huge-data rate (MB/s, each design, direction and size). An outcome or an item named that
+differs is a **flip**; a figure outside the tolerance below is a **drift**. Both are listed; the exit code is 1 when a cell flipped, 0 otherwise (a drift is information: a
 figure can move with the load of the machine, an outcome must not).
 """
 
@@ -30,7 +30,7 @@ from bench import report  # noqa: E402
 # regression; above it, a figure that moved by more than half of itself is worth a look.
 REL_TOL = 0.5
 ABS_TOL = 0.05
-FILES = ("matrix", "overhead")
+FILES = ("matrix", "overhead", "huge")
 
 
 def agree(a: float | None, b: float | None) -> bool:
@@ -83,7 +83,20 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], list[s
         compared += 1
         if abs(ra[v] - rb[v]) > REL_TOL * max(ra[v], rb[v]):  # a ratio: no absolute floor
             drifts.append(f"healthy-path overhead | `{v}` | {ra[v]:.2f}× | {rb[v]:.2f}×")
+    ha, hb = (_rates(x) for x in (old, new))
+    for key in sorted(set(ha) & set(hb)):
+        compared += 1
+        if abs(ha[key] - hb[key]) > REL_TOL * max(ha[key], hb[key]):  # a rate: no absolute floor
+            variant, direction, size = key
+            drifts.append(f"huge data, {direction} {size >> 10:,} KiB | `{variant}` | {ha[key]:.0f} MB/s | "
+                          f"{hb[key]:.0f} MB/s")
     return flips, drifts, compared
+
+
+def _rates(raw: dict[str, Any]) -> dict[tuple[str, str, int], float]:
+    """The huge-data sweep's rates once running, by (design, direction, size)."""
+    return {(r["variant"], r["direction"], r["size"]): r["mb_s"] for r in raw.get("huge", {}).get("runs", [])
+            if r.get("variant") and r.get("mb_s")}
 
 
 def _ratios(raw: dict[str, Any]) -> dict[str, float]:

@@ -71,3 +71,15 @@ def test_where_every_item_is_at_fault_any_item_named_is_the_culprit():
     assert run.record("matrix", every, "pool", 4, 1, 0, outcome(7))["culprit_named"] is True
     assert run.record("matrix", every, "pool", 4, 1, 0, outcome(None))["culprit_named"] is False
     assert run.record("matrix", one, "pool", 4, 1, 0, outcome(one.fault_item + 1))["culprit_named"] is False
+
+
+def test_a_huge_data_rate_that_moved_by_more_than_half_is_a_drift(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    for folder, rates in ((old, (700, 800)), (new, (680, 300))):
+        _write(folder, [_run("supervisor", "raised", "worker_died", 0.007, 2)])
+        runs = [{"variant": "supervisor", "direction": d, "size": 1 << 20, "mb_s": r, "status": "returned"}
+                for d, r in zip(("back", "out"), rates, strict=True)] + [{"limit": "one pipe", "size": 1 << 20, "mb_s": 9}]
+        (folder / "raw" / "huge.json").write_text(json.dumps({"stamp": {}, "runs": runs}))
+    flips, drifts, compared = compare.compare(compare.load_dir(old), compare.load_dir(new))
+    assert compared == 1 + 2 and not flips
+    assert drifts == ["huge data, out 1,024 KiB | `supervisor` | 800 MB/s | 300 MB/s"], drifts
