@@ -409,3 +409,21 @@ def test_a_cell_whose_repetitions_differ_is_published_as_mixed_never_as_the_last
         c = report.cell(order)
         assert c["outcome"] == "mixed over 2 runs: HANGS x1, raised worker_died x1", c["outcome"]
     assert report.cell([raised, raised])["outcome"] == "raised worker_died"
+
+
+def test_the_readme_says_the_runs_at_a_time_and_the_repetitions_the_bench_uses():
+    """Breaks if the README's "Runs at a time" line and the bench disagree: the fault and memory sweeps' settings,
+    or a matrix row run fewer than twice (a row run once cannot show that its outcome differs between runs)."""
+    from pathlib import Path
+
+    from bench import run
+
+    text = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    assert f"fault sweeps' runs (which mostly wait) {run.FAULT_RUNS} at a time, the memory sweeps' {run.MEMORY_RUNS}" in text
+    assert "Every fault-matrix cell is run twice" in text
+    plan = run.Plan.make(False, ["supervisor"], ["matrix"])
+    reps = defaultdict(int)
+    for job in run.jobs_for(plan):
+        if job.sweep == "matrix":
+            reps[job.scenario.name] += 1
+    assert set(reps.values()) == {2} and set(reps) == set(run.SCENARIOS), reps
