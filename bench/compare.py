@@ -5,8 +5,9 @@
 
 Compared: every fault-matrix cell (outcome, item named, detection median), every design's healthy-path
 overhead ratio and every huge-data rate (MB/s, each design, direction and size). An outcome or an item named that
-differs is a **flip**; a figure outside the tolerance below is a **drift**. Both are listed; the exit code is 1 when a cell flipped, 0 otherwise (a drift is information: a
-figure can move with the load of the machine, an outcome must not).
+differs is a **flip**; a figure outside the tolerance below is a **drift**. Both are listed; the exit code is 1
+when a cell flipped, 0 otherwise (a drift is information: a figure can move with the load of the machine, an
+outcome must not).
 """
 
 from __future__ import annotations

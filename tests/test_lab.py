@@ -283,8 +283,9 @@ def _ev(ev, item, pid, t):
 
 
 def test_a_hang_is_called_one_only_on_the_evidence_of_its_last_window():
-    """harness.hang_evidence: "idle" needs every process (the fault's own left out) under BUSY_BELOW of a core and
-    no event in the window; a task that faulted and started over and over is a "loop"; anything else is "busy"."""
+    """harness.hang_evidence: "idle" needs every process (the fault's own left out) to use or wait for under
+    BUSY_BELOW of a core and no event in the window; a task that faulted and started over and over is a "loop";
+    anything else is "busy"."""
     since, now = 100.0, 102.0
     quiet = {1: 5.0, 2: 3.0}
     faulted = [_ev("start", 3, 2, 90.0), _ev("fault", 3, 2, 90.1)]
@@ -314,7 +315,9 @@ def test_a_run_still_working_at_its_watchdog_is_over_it_not_hung(monkeypatch):
     o = harness.run_scenario("supervisor", job={"type": "Workload", "n": 3_000_000}, items=300,
                              run_kwargs={"workers": 1}, watchdog=1.0)
     assert o.status == "over_watchdog" and o.hang_evidence["verdict"] == "busy", (o.status, o.hang_evidence)
-    assert o.hang_evidence["overtime"] >= OVERTIME_FOR_TEST and o.hang_evidence["cpu_cores"] >= harness.BUSY_BELOW
+    assert o.hang_evidence["overtime"] >= OVERTIME_FOR_TEST and o.hang_evidence["demand_cores"] >= harness.BUSY_BELOW
+    assert sum(o.hang_evidence["states"].values()) >= 2, o.hang_evidence  # the runner and its worker, at least
+    assert "Current thread" in o.stderr, "no stack dump of the run cut at its watchdog"
 
 
 def test_a_run_busy_at_its_watchdog_is_watched_on_and_recorded_as_it_ended():
@@ -332,3 +335,10 @@ def test_a_reaped_run_is_forgotten_so_its_reused_pid_is_never_taken_for_ours():
     o = harness.run_scenario("supervisor", job={"type": "Workload", "n": 10}, items=2, run_kwargs={"workers": 1},
                              watchdog=15)
     assert o.status == "returned" and o.runner_pid not in harness.STARTED_GROUPS, harness.STARTED_GROUPS
+
+
+def test_the_readme_gives_the_harness_own_evidence_window_and_overtime():
+    """Breaks if the README's glossary (HANGS, watchdog) and the harness disagree on how a hang is proven."""
+    text = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    assert f"last {harness.EVIDENCE_WINDOW:g} s show why" in text
+    assert f"watches on, {harness.EVIDENCE_WINDOW:g} s at a time, up to {harness.OVERTIME:g} s more" in text

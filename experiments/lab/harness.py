@@ -77,21 +77,22 @@ DUMP_LIMIT = 0.5
 # a worker holding gigabytes takes a fraction of a second. 5 s bounds that wait on a loaded machine.
 REAP_LIMIT = 5.0
 # A run still going at its watchdog is called hung only on evidence, read over the last EVIDENCE_WINDOW s before it:
-# - "idle": its processes (the fault's own, e.g. a job spinning in a loop, left out) used under BUSY_BELOW of a core
-#   together and no event was logged (no task started or finished): everyone waits for something that never comes.
+# - "idle": its processes (the fault's own, e.g. a job spinning in a loop, left out) used or waited for under
+#   BUSY_BELOW of a core together (``_demand_seconds``) and no event was logged (no task started or finished):
+#   everyone waits for something that never comes.
 # - "loop": a task that stamped a fault started more than LOOP_STARTS times: the design keeps re-running it
 #   (Dask, a worker killed while sending), so it never ends however long one waits.
 # Otherwise it is still computing or making progress: watched longer (OVERTIME), then "over_watchdog".
-# The margins: an idle pool's housekeeping (threads polling, heartbeats) stays under 0.1 of a core here, Dask's
-# scheduler, nannies and workers included (measured: see tests/test_lab.py, the hang evidence tests); a process
-# moving or unpickling a large result uses close to a whole core. 2 s is four of billiard's and mpire's 0.5 s
-# polls, so a design's own timer cannot pass for progress by firing once.
+# The margins: a process moving or unpickling a large result uses (or waits for) close to a whole core, while an
+# idle pool's housekeeping (threads polling, heartbeats) is a small fraction of BUSY_BELOW. 3 s is longer than the
+# longest task of any scenario (the run timeout's 2 s sleeps), so a run still working through its tasks logs an
+# event in every window.
 # A run that is busy at its watchdog is watched one window more at a time, up to OVERTIME s past the watchdog: on a
 # loaded machine a run can still be finishing its healthy items when the watchdog comes, then fall idle for good
 # (multiprocessing.Pool after a lost task); or it ends, and what it did is recorded as it is, with its latency.
-# Still busy after OVERTIME: "over_watchdog". 10 s is five windows: room for a run the machine slowed (billiard
+# Still busy after OVERTIME: "over_watchdog". 10 s is three windows and more: room for a run the machine slowed (billiard
 # noticing a death among 10^7-int results raised in 9.7 s in one full bench and met its 15 s watchdog in another).
-EVIDENCE_WINDOW = 2.0
+EVIDENCE_WINDOW = 3.0
 BUSY_BELOW = 0.25
 LOOP_STARTS = 2
 OVERTIME = 10.0
@@ -127,8 +128,9 @@ class Outcome:
     wall: float = 0.0
     runner_pid: int | None = None
     runner_returncode: int | None = None  # the runner process's own exit status (-9: SIGKILLed)
-    # At the watchdog: what the last EVIDENCE_WINDOW s showed ({"verdict": "idle" | "loop" | "busy", "cpu_cores",
-    # "events", "busiest", "fault_starts"}); None when the run ended before its watchdog.
+    # At the watchdog: what the last EVIDENCE_WINDOW s showed ({"verdict": "idle" | "loop" | "busy", "demand_cores",
+    # "events", "busiest", "fault_starts", "overtime", "states"}); the stack dump is in stderr. None when the run
+    # ended before its watchdog.
     hang_evidence: dict[str, Any] | None = None
 
     @property
@@ -345,7 +347,7 @@ class _Observation:
         self.next_sample = 0.0
         self.injected = not w.injects
         self.deadline = 0.0  # moved by a window at a time while a run past its watchdog is busy (OVERTIME)
-        self.window_start: tuple[float, dict[int, float]] | None = None  # (when, CPU seconds per pid)
+        self.window_start: tuple[float, dict[int, float]] | None = None  # (when, _demand_seconds then)
         self.evidence: dict[str, Any] | None = None
 
     def run(self) -> Outcome:
@@ -455,14 +457,15 @@ class _Observation:
         is still busy gets one more window (up to OVERTIME); else the verdict, the leftovers and a stack dump.
         True once the watch is over."""
         if self.window_start is None and self.exit_t is None and now > self.deadline - EVIDENCE_WINDOW:
-            self.window_start = (now, _cpu_seconds(self.pgid))
+            self.window_start = (now, _demand_seconds(self.pgid))
         if now <= self.deadline:
             return False
         if self.exit_t is None:
             if "result" not in self.result_box and self.window_start is not None:
-                cpu = _cpu_seconds(self.pgid)
+                cpu = _demand_seconds(self.pgid)
                 self.evidence = hang_evidence(*self.window_start, cpu, read_events(self.events), now)
                 self.evidence["overtime"] = round(now - self.t0 - self.w.limit, 2)
+                self.evidence["states"] = _states(self.pgid)
                 if self.evidence["verdict"] == "busy" and now - self.t0 < self.w.limit + OVERTIME:
                     # no evidence either way yet: watch one more window (see OVERTIME)
                     self.deadline, self.window_start = now + EVIDENCE_WINDOW, (now, cpu)
@@ -540,23 +543,47 @@ class _Observation:
         )
 
 
-def _cpu_seconds(pgid: int) -> dict[int, float]:
-    """CPU seconds (user + system) so far of every live process of session ``pgid``, by pid."""
+def _demand_seconds(pgid: int) -> dict[int, float]:
+    """Seconds each live process of session ``pgid`` has run on a CPU or waited in a run queue for one, all its
+    threads together (/proc/PID/task/*/schedstat), by pid. The wait counts: on a loaded machine a run that is
+    starting or computing gets a fraction of a core and waits for the rest; CPU time alone read it as idle."""
     out = {}
     for pid in _scan(pgid):
+        total = 0.0
         try:
-            t = psutil.Process(pid).cpu_times()
-            out[pid] = t.user + t.system
-        except psutil.Error:  # gone meanwhile
-            pass
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:  # gone meanwhile
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    on_cpu, waited = f.read().split()[:2]
+            except (OSError, ValueError):  # the thread ended meanwhile
+                continue
+            total += (int(on_cpu) + int(waited)) / 1e9
+        out[pid] = total
     return out
+
+
+def _states(pgid: int) -> dict[str, int]:
+    """How many processes of session ``pgid`` are in each scheduler state now ("sleeping", "running", "disk-sleep",
+    "stopped": the supervisor's group keepers): with the demand and the stack dump, what the run was doing when cut."""
+    states: dict[str, int] = {}
+    for pid in _scan(pgid):
+        try:
+            status = psutil.Process(pid).status()
+        except psutil.Error:  # gone meanwhile
+            continue
+        states[status] = states.get(status, 0) + 1
+    return states
 
 
 def hang_evidence(since: float, before: dict[int, float], after: dict[int, float], events: list[dict[str, Any]],
                   now: float) -> dict[str, Any]:
-    """What the run's processes did between ``since`` and ``now`` (CPU seconds per pid at each end, the run's
-    events): the verdict "loop", "idle" or "busy" (see EVIDENCE_WINDOW) and the figures behind it. The processes
-    that stamped a fault are left out of the CPU: a job spinning in its hang is the fault, not the design working."""
+    """What the run's processes did between ``since`` and ``now`` (seconds of CPU used or waited for, per pid, at
+    each end: ``_demand_seconds``; the run's events): the verdict "loop", "idle" or "busy" (see EVIDENCE_WINDOW) and
+    the figures behind it. The processes that stamped a fault are left out: a job spinning in its hang is the
+    fault, not the design working."""
     window = max(now - since, TICK)
     fault_pids = {e["pid"] for e in events if e["ev"] == "fault"}
     fault_items = {repr(e["item"]) for e in events if e["ev"] == "fault"}
@@ -567,7 +594,7 @@ def hang_evidence(since: float, before: dict[int, float], after: dict[int, float
                  default=0)
     verdict = "loop" if starts > LOOP_STARTS else "idle" if cores < BUSY_BELOW and not recent else "busy"
     busiest = sorted(used.items(), key=lambda kv: -kv[1])[:3]
-    return {"verdict": verdict, "window": round(window, 2), "cpu_cores": round(cores, 3), "events": recent,
+    return {"verdict": verdict, "window": round(window, 2), "demand_cores": round(cores, 3), "events": recent,
             "fault_starts": starts, "busiest": [[pid, round(cpu / window, 3)] for pid, cpu in busiest]}
 
 
