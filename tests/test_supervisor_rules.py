@@ -86,15 +86,15 @@ def test_rule1_each_death_is_noticed_at_once(tmp_path):
 def test_rule1_an_idle_stretch_costs_no_wake_ups(monkeypatch):
     """Breaks if the loop wakes on a timer: one 1.5 s task, and the loop's waits are counted."""
     calls = []
-    real_wait = sup.wait
+    real_wait = sup.wait_for
 
-    def counting_wait(objects, timeout=None):
+    def counting_wait(objects, writers, timeout):
         calls.append((len(objects), timeout))
-        return real_wait(objects, timeout)
+        return real_wait(objects, writers, timeout)
 
-    monkeypatch.setattr(sup, "wait", counting_wait)
+    monkeypatch.setattr(sup, "wait_for", counting_wait)
     sup.run(sleep_for, [1.5], workers=1)
-    # The loop's waits (on several descriptors; a single-descriptor wait is a stop's bounded reap): the ready
+    # The loop's waits (a stop's bounded reap waits elsewhere, on one descriptor): the ready
     # message, the answer, the items thread's end, each an event. With no timeout, task_timeout or stopping
     # worker there is no deadline, so every one of them waits without a time limit: a loop that polls, at 0.1 s,
     # 0.4 s or 1 s, waits with that limit at least once and fails here, whatever the machine's speed.

@@ -1,4 +1,5 @@
-"""Reading a worker's pipe without ever blocking the loop: one read per wake-up, whole messages out.
+"""The main process's end of a worker's pipe, used without ever blocking the loop: reading (one read per wake-up,
+whole messages out) and writing (``Outgoing``: as much as the pipe takes, the rest when it has room).
 
 ``Connection.recv`` reads a whole message once its first bytes are there: a worker stopped (SIGSTOP, a debugger,
 a frozen container) or hung half-way through sending a large result would hold the supervisor's one thread in
@@ -10,6 +11,10 @@ so the worker writes with the plain ``Connection.send``/``send_bytes``. A messag
 answers whose results were too large to ride in it (an ``int`` stands at their place: their length) is followed by
 one raw frame per such result, in order (``_worker._Outbox``). A large frame is read straight into a buffer of its
 own size, so a result costs the main process its pickled size once, plus the unpickled result.
+
+The main process's end is non-blocking (``_core`` sets it): a batch of large items goes out as the worker reads
+it, while the loop watches the other workers; a worker stopped or hung half-way through reading one holds only
+its own bytes back, and is stopped by task_timeout like any worker that holds tasks and runs none.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from __future__ import annotations
 import os
 import pickle
 import struct
+from collections import deque
 from typing import Any
 
 CHUNK = 256 << 10  # one read: a pipe's worth of small messages (the kernel's socket buffer is ~208 KiB)
+WRITE_PARTS = 64  # at most this many buffers per writev (the kernel takes up to IOV_MAX, 1,024 on Linux)
 
 
 class Inbox:
@@ -91,3 +98,39 @@ class Inbox:
                     continue
             out.append(msg)
         return out
+
+
+class Outgoing:
+    """Bytes for a worker, written as its pipe takes them: ``put`` queues buffers (not copied), ``write`` writes
+    what the pipe takes now and keeps the rest, in order, for when the loop sees it has room again."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.views: deque[memoryview] = deque()
+
+    def __bool__(self) -> bool:
+        """Bytes are waiting."""
+        return bool(self.views)
+
+    def put(self, parts: list[bytes]) -> None:
+        self.views.extend(memoryview(p) for p in parts if len(p))
+
+    def drop(self) -> None:
+        self.views.clear()
+
+    def write(self) -> None:
+        """Write until the pipe is full or nothing is left. Raises OSError if the pipe is broken (the worker is
+        gone, or its end was closed under it): the caller drops the rest."""
+        views = self.views
+        while views:
+            try:
+                n = os.writev(self.fd, [views[i] for i in range(min(len(views), WRITE_PARTS))])
+            except BlockingIOError:
+                return  # full: the loop waits for room
+            while n:
+                head = views[0]
+                if n < len(head):
+                    views[0] = head[n:]
+                    break
+                n -= len(head)
+                views.popleft()
