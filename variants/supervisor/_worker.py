@@ -116,24 +116,29 @@ def write_frame(fd: int, parts: list[bytes]) -> None:
             done += os.write(fd, view[done:])
 
 
-def read_frame(fd: int) -> bytearray:
-    """One frame read from a blocking ``fd`` straight into a buffer of its size (``Connection.recv_bytes`` gathers
-    it through a BytesIO: a copy more). EOFError if the pipe ends first."""
-    (size,) = struct.unpack("!i", _read_exactly(fd, 4))
+def fit(spare: bytearray | None, size: int) -> bytearray:
+    """``spare`` if it holds ``size`` bytes and at most twice that many, else a new buffer of ``size``: a run of large
+    frames is read into pages faulted in once, and a buffer kept is never more than twice the frame it holds."""
+    return spare if spare is not None and size <= len(spare) <= 2 * size else bytearray(size)
+
+
+def read_frame(fd: int, spare: bytearray | None = None) -> memoryview:
+    """One frame read from a blocking ``fd`` straight into a buffer (``Connection.recv_bytes`` gathers it through a
+    BytesIO: a copy more): ``spare`` if it fits (see ``fit``), else a new one. EOFError if the pipe ends first."""
+    (size,) = struct.unpack("!i", _read_exactly(fd, memoryview(bytearray(4))))
     if size == -1:
-        (size,) = struct.unpack("!Q", _read_exactly(fd, 8))
-    return _read_exactly(fd, size)
+        (size,) = struct.unpack("!Q", _read_exactly(fd, memoryview(bytearray(8))))
+    return _read_exactly(fd, memoryview(fit(spare, size))[:size])
 
 
-def _read_exactly(fd: int, size: int) -> bytearray:
-    buf = bytearray(size)
-    view, filled = memoryview(buf), 0
-    while filled < size:
+def _read_exactly(fd: int, view: memoryview) -> memoryview:
+    filled = 0
+    while filled < len(view):
         n = os.readv(fd, [view[filled:]])
         if n == 0:
             raise EOFError("the pipe closed in the middle of a frame")
         filled += n
-    return buf
+    return view
 
 
 # phase; pos: the task the phase concerns (RUNNING, SENDING), else None; started: when the phase began (for
@@ -385,7 +390,7 @@ class _Outbox:
                     return  # the pipe is gone: the task loop's next use of it ends the worker
 
 
-def _run_one(job: Callable[[object], object], pos: int, blob: bytes | bytearray, slot: ctypes.Array,
+def _run_one(job: Callable[[object], object], pos: int, blob: bytes | memoryview, slot: ctypes.Array,
              parts: bool = False) -> tuple[object, ...]:
     """Run one task; its answer. ``parts``: the result is expected large (see ``dump``)."""
     t0 = time.monotonic()
@@ -415,12 +420,23 @@ def _run_one(job: Callable[[object], object], pos: int, blob: bytes | bytearray,
         mark(slot, IDLE, last=pos)
 
 
-def _recv_batch(conn: Connection) -> list[tuple[int, bytes | bytearray]] | None:
-    """The next batch, its large items read from their frames (in the batch's order), or None (exit)."""
+def _recv_batch(conn: Connection) -> list[tuple[int, bytes | memoryview]] | None:
+    """The next batch, its large items read from their frames (in the batch's order), or None (exit). The batch's
+    last large item is read into the buffer of the one before (``fit``): that batch has run by now."""
+    global _spare
     batch = conn.recv()
-    if batch:
-        batch = [(pos, read_frame(conn.fileno()) if isinstance(blob, int) else blob) for pos, blob in batch]
+    if not batch:
+        return batch
+    large = [i for i, (_, blob) in enumerate(batch) if isinstance(blob, int)]
+    for i in large:
+        frame = read_frame(conn.fileno(), _spare if i == large[-1] else None)
+        if i == large[-1]:
+            _spare = frame.obj  # type: ignore[assignment]
+        batch[i] = (batch[i][0], frame)
     return batch
+
+
+_spare: bytearray | None = None  # the buffer the last batch's last large item was read into
 
 
 def main(conn: Connection, job: Callable[[object], object], parent_pid: int, slot: ctypes.Array,
