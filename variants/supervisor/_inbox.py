@@ -4,10 +4,12 @@ whole messages out) and writing (``Outgoing``: as much as the pipe takes, the re
 ``Connection.recv`` reads a whole message once its first bytes are there: a worker stopped (SIGSTOP, a debugger,
 a frozen container) or hung half-way through sending a large result would hold the supervisor's one thread in
 that read, and no other fault, deadline or worker would be seen until it resumed. Here each wake-up that says the
-pipe is readable does one ``os.read`` (which does not block then) and keeps what is incomplete for the next.
+pipe is readable does one ``os.read`` (which does not block then; into a large frame, up to BODY_READS while the
+pipe has data) and keeps what is incomplete for the next.
 
 The frames are ``multiprocessing.connection``'s own (a 4-byte big-endian length, or -1 and an 8-byte length),
-so the worker writes with the plain ``Connection.send``/``send_bytes``. A message is one pickled frame; a list of
+so the worker writes with the plain ``Connection.send``/``send_bytes`` (or a frame's header and parts, with
+``_worker.write_frame``), and the main process writes its batches the same way. A message is one pickled frame; a list of
 answers whose results were too large to ride in it (an ``int`` stands at their place: their length) is followed by
 one raw frame per such result, in order (``_worker._Outbox``). A large frame is read straight into a buffer of its
 own size, so a result costs the main process its pickled size once, plus the unpickled result. That buffer is

@@ -363,9 +363,10 @@ class _Outbox:
         waiting, self.waiting, self.size = self.waiting, [], 0
         sizes = [size_of(a[2]) if a[1] == "ok" else 0 for a in waiting]
         mark_send(self.slot, waiting[sizes.index(max(sizes))][0])
-        frames = [a[2] for a, size in zip(waiting, sizes, strict=True) if size >= INLINE_MAX]
+        paired = list(zip(waiting, sizes, strict=True))
+        frames = [a[2] for a, size in paired if size >= INLINE_MAX]
         if frames:
-            waiting = [(a[0], a[1], size, a[3]) if size >= INLINE_MAX else a for a, size in zip(waiting, sizes, strict=True)]
+            waiting = [(a[0], a[1], size, a[3]) if size >= INLINE_MAX else a for a, size in paired]
         self.conn.send(waiting)
         for frame in frames:
             if isinstance(frame, bytes):
