@@ -6,8 +6,8 @@ What crosses the pipe, and why in this shape:
 
 - parent -> worker: a batch ``[(pos, item pickled on its own), ...]``, or ``None`` (exit). Each item is
   pickled separately by the parent, so an item that cannot be pickled, or unpickled here, fails alone
-  and is named; the batch amortises one message over many tiny tasks. An item of ``INLINE_MAX`` bytes or more
-  pickled crosses in a frame of its own after the batch (its place holds its length, as for results below),
+  and is named; the batch amortises one message over many tiny tasks. An item of ``_core.ITEM_FRAME_MIN`` bytes or
+  more pickled crosses in a frame of its own after the batch (its place holds its length, as for results below),
   read here straight into a buffer of its size (``_recv_batch``).
 - a large payload (an item or a result) is pickled into its parts (``dump``): a large ``bytes`` inside it is
   written to the pipe as it is, never copied into the pickle first.
@@ -75,8 +75,8 @@ SLOT_SIZE = 8
 # A worker whose own pipe fails (a job closed the descriptors it inherited) exits with this code, its slot left as
 # it was: _core then charges the task it ran last, whose answer could not be sent.
 EXIT_PIPE = 75
-# A result (or item) of at least this many bytes pickled crosses the pipe in a frame of its own (see _Outbox);
-# smaller ones ride in the answers' list (the batch), so thousands of tiny ones still make one message.
+# A result of at least this many bytes pickled crosses the pipe in a frame of its own (see _Outbox); smaller
+# ones ride in the answers' list, so thousands of tiny results still make one message (items: _core.ITEM_FRAME_MIN).
 INLINE_MAX = 64 << 10
 
 # -- large payloads: pickled into parts, written as frames -------------------------------------------------------
