@@ -86,15 +86,15 @@ def test_rule1_each_death_is_noticed_at_once(tmp_path):
 def test_rule1_an_idle_stretch_costs_no_wake_ups(monkeypatch):
     """Breaks if the loop wakes on a timer: one 1.5 s task, and the loop's waits are counted."""
     calls = []
-    real_wait = sup.wait
+    real_wait = sup.wait_for
 
-    def counting_wait(objects, timeout=None):
+    def counting_wait(objects, writers, timeout):
         calls.append((len(objects), timeout))
-        return real_wait(objects, timeout)
+        return real_wait(objects, writers, timeout)
 
-    monkeypatch.setattr(sup, "wait", counting_wait)
+    monkeypatch.setattr(sup, "wait_for", counting_wait)
     sup.run(sleep_for, [1.5], workers=1)
-    # The loop's waits (on several descriptors; a single-descriptor wait is a stop's bounded reap): the ready
+    # The loop's waits (a stop's bounded reap waits elsewhere, on one descriptor): the ready
     # message, the answer, the items thread's end, each an event. With no timeout, task_timeout or stopping
     # worker there is no deadline, so every one of them waits without a time limit: a loop that polls, at 0.1 s,
     # 0.4 s or 1 s, waits with that limit at least once and fails here, whatever the machine's speed.
@@ -976,3 +976,73 @@ def test_a_death_while_exiting_loses_nothing_and_is_noted():
     assert sorted(results) == list(range(8)) and report.completed == 8
     assert any("exit code -9" in n for n in report.notes), report.notes
     assert len(report.notes) <= 2 * sup.NOTES_PER_KIND + 2, report.notes
+
+
+# -- a worker stopped or killed half-way through receiving a large item (the loop writes it as the pipe takes it) ---
+BIG_ITEM = 16 << 20  # far more than a pipe holds (a socket's buffer: ~208 KiB by default, 4 MiB at most here)
+
+
+def pid_and_len(item):
+    return os.getpid(), len(item)
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_stopped_while_it_receives_a_large_item_holds_up_no_other():
+    """Breaks if the loop writes an item in one blocking call: the first worker to answer is SIGSTOPped, so the
+    next large item sent to it stays half-written; the loop must go on with the other worker, and task_timeout
+    stop the stopped one (its item runs elsewhere). A blocking write hangs the loop, and the run, for good."""
+    stopped: list[int] = []
+
+    def on_result(item, result):
+        if not stopped:
+            os.kill(result[0], signal.SIGSTOP)
+            stopped.append(result[0])
+
+    report = sup.run(pid_and_len, (bytes(BIG_ITEM) for _ in range(8)), workers=2, task_timeout=2.0, grace=0.2,
+                     on_result=on_result)
+    assert report.completed == 8
+    assert any(f"worker pid {stopped[0]}" in n and "without starting one" in n for n in report.notes), report.notes
+    assert multiprocessing.active_children() == []
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_killed_while_it_receives_a_large_item_loses_no_item():
+    """Breaks if a worker that dies with an item half-written to it blocks the loop, charges that item, or loses
+    it: the first worker to answer is SIGSTOPped (the next item sent to it stays half-written), then SIGKILLed
+    at the other worker's next answer; its item was never received, so it runs elsewhere and the run succeeds."""
+    stopped: list[int] = []
+
+    def on_result(item, result):
+        if not stopped:
+            os.kill(result[0], signal.SIGSTOP)
+            stopped.append(result[0])
+        elif len(stopped) == 1 and result[0] != stopped[0]:
+            os.kill(stopped[0], signal.SIGKILL)
+            stopped.append(result[0])
+
+    report = sup.run(pid_and_len, (bytes(BIG_ITEM) for _ in range(8)), workers=2, on_result=on_result)
+    assert report.completed == 8 and len(stopped) == 2
+    assert any(f"worker pid {stopped[0]}, no item in play" in n and "SIGKILL" in n for n in report.notes), report.notes
+    assert multiprocessing.active_children() == []
+
+
+def test_bytes_a_broken_pipe_cannot_take_are_dropped_not_raised():
+    """Breaks if a failed write to a worker raises out of the loop, or is retried without end: the worker died
+    between the loop's wait and its write (a run rarely gets there: the loop reads the pipe's EOF before it writes).
+    Its death is charged by its exit fd and EOF, as any other; the bytes it can no longer take are dropped."""
+    import socket
+    from types import SimpleNamespace
+
+    from variants.supervisor._inbox import Outgoing
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.setblocking(False)
+        w = SimpleNamespace(out=Outgoing(ours.fileno()))
+        sup._Supervisor.write(None, w)  # type: ignore[arg-type]  (nothing waiting: nothing written)
+        w.out.put([bytes(BIG_ITEM)])
+        sup._Supervisor.write(None, w)  # type: ignore[arg-type]
+        assert w.out, "the pipe took a whole item: it cannot be half-written here"
+        theirs.close()
+        sup._Supervisor.write(None, w)  # type: ignore[arg-type]
+        assert not w.out

@@ -9,6 +9,7 @@ item a dead worker was running, and when that item started. Start method: spawn,
     items thread: next(items), a bounded distance ahead --> wake   |
     loop: take items, pickle each; per worker keep up to two       |
       batches queued --- [(pos, item bytes), ...] over its pipe ---+--> slot := receiving; for each:
+      (a large item in a frame of its own; written as it has room) |
     wait(pipes + exit fds + items wake-up, timeout=nearest deadline)|       slot := running (pos, now)
       <- [(pos, "ok", result, s), (pos, "err", msg, traceback, s)] <-+--      job(item); pickle result
          on_result(item, result) in order; forget the item         |      slot := sending; answers sent
@@ -32,8 +33,10 @@ Rules it keeps (each one is a test in tests/test_supervisor_rules.py or an exper
    answer was being sent included), its task timeout counts from its real start, and the tasks queued behind
    it are run again elsewhere, not failed. A fault with no item in play (idle, receiving, exiting) is counted
    against ``_core.DEATH_BUDGET``: workers that keep dying there fail the run, never a respawn loop.
-3. Memory is in proportion to what is unfinished: items in flight (adaptive, ``max_in_flight`` at most)
-   and one batch of answers (under ``_worker.FLUSH_BYTES`` of results, plus the one that crossed it); a
+3. Memory is in proportion to what is unfinished: items in flight (adaptive, ``max_in_flight`` at most; a large
+   ``bytes`` item is written to its worker as it is, not copied) and one batch of answers (under
+   ``_worker.FLUSH_BYTES`` of results, plus the one that crossed it; per worker, the buffer its last large result
+   was read into is kept for the next, at most twice the size of the one it holds: ``_worker.fit``); a
    finished item is counted, not kept, and a result is dropped once ``on_result`` returned. So is the
    report: a note that repeats (a replacement, a retry) is kept ``_core.NOTES_PER_KIND`` times, then counted.
 4. Every wait has a limit and every exit path runs the same stop, which always reaches SIGKILL: no

@@ -7,6 +7,7 @@ import math
 import multiprocessing
 import os
 import pickle
+import selectors
 import signal
 import time
 from collections import deque
@@ -17,16 +18,17 @@ from typing import Any
 
 from ..contract import Clock, Fate, RemoteTraceback, RunFailed, RunReport, attach_report, check_arguments
 from . import _family, _limits, _oom, _worker
-from ._inbox import Inbox
+from ._inbox import Inbox, Outgoing
 from ._source import Source
 
 NAME = "supervisor"
 
 # Batches: a worker gets up to two batches queued, so it never waits for the loop between tasks. A batch
 # holds about BATCH_SECONDS of work (measured from the answers, as joblib's batch_size="auto" does), at
-# most BATCH_MAX items, and at most BATCH_BYTES of pickled items while the worker is busy: a queued batch
-# must fit in the pipe's kernel buffer (208 KiB by default on Linux), or the loop would block sending it
-# to a busy worker and stop watching the others. Large items therefore go one at a time, to idle workers.
+# most BATCH_MAX items, and at most BATCH_BYTES of pickled items while the worker is busy: what a busy worker
+# has not read waits in the main process (the loop writes as the pipe takes it, never blocking: _inbox.Outgoing),
+# so this bounds that memory. Large items therefore go one at a time, to idle workers: letting a busy worker hold
+# one large item more measured no faster (1 MiB and 64 MiB items out, 3 runs each, the same within the noise).
 BATCH_SECONDS = 0.02
 # BATCH_MAX bounds how many items the loop records ahead (two batches per worker), not bytes (BATCH_BYTES
 # does): 20,000 tiny tasks on 2 workers took a median 0.30 s at 1,024 against 0.33 s at 256, the rest of the
@@ -34,6 +36,10 @@ BATCH_SECONDS = 0.02
 # more tasks.
 BATCH_MAX = 1024
 BATCH_BYTES = 64 << 10
+# An item of at least this many bytes pickled crosses in a frame of its own after its batch (see _worker); a smaller
+# one rides in the batch, copied into it once more. At 64 KiB (_worker.INLINE_MAX, the results' bound), 64 KiB
+# items went out at 130-259 MB/s against 211-316 inline, the framing's extra reads costing more than the copy.
+ITEM_FRAME_MIN = 256 << 10
 EWMA = 0.2  # weight of the newest measurement in the task-duration and item-size averages
 JOIN_LIMIT = 5.0  # after SIGKILL, which cannot be ignored: bounds only a kernel stuck in D state
 # Deaths in a row that no item is charged with (a worker dying idle, receiving, exiting) and between which no
@@ -81,6 +87,29 @@ def exit_fd(proc: multiprocessing.process.BaseProcess) -> tuple[int, bool]:
         return os.pidfd_open(proc.pid), True
     except (AttributeError, OSError):  # not Linux, an old kernel, or already reaped
         return proc.sentinel, False
+
+
+def framed(obj: Any) -> list[bytes]:
+    """A message as ``Connection.send`` writes it: a frame of ``obj`` pickled (``Connection.recv`` reads it)."""
+    blob = pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
+    return [_worker.frame_header(len(blob)), blob]
+
+
+_Selector = selectors.PollSelector if hasattr(selectors, "PollSelector") else selectors.SelectSelector
+
+
+def wait_for(readers: list[Any], writers: list[Connection], timeout: float | None) -> tuple[list[Any], list[Any]]:
+    """``multiprocessing.connection.wait`` on ``readers`` (connections and fds), and on ``writers`` for room in
+    their pipes: (the readable ones, the writable ones), once one is ready or ``timeout`` passed."""
+    events = dict.fromkeys(readers, selectors.EVENT_READ)
+    for obj in writers:
+        events[obj] = events.get(obj, 0) | selectors.EVENT_WRITE
+    with _Selector() as selector:
+        for obj, mask in events.items():
+            selector.register(obj, mask)
+        ready = selector.select(timeout)
+    return ([key.fileobj for key, mask in ready if mask & selectors.EVENT_READ],
+            [key.fileobj for key, mask in ready if mask & selectors.EVENT_WRITE])
 
 
 def end_group(pid: int) -> None:
@@ -136,6 +165,7 @@ class _Worker:
     sent_at: float = 0.0  # when it was last sent a batch
     retiring: bool = False  # it got its last task; a replacement is already started
     inbox: Inbox = field(init=False)  # what it sent, read without ever blocking the loop
+    out: Outgoing = field(init=False)  # what it is sent, written as its pipe takes it (never blocking the loop)
     # Readable once it has exited for good: a pidfd, which the worker cannot close (its sentinel pipe it can, with
     # the descriptors a job closes: that woke the loop while the process lived). See exit_fd.
     exit_fd: int = field(init=False)
@@ -143,6 +173,7 @@ class _Worker:
 
     def __post_init__(self) -> None:
         self.inbox = Inbox(self.conn.fileno())
+        self.out = Outgoing(self.conn.fileno())
         self.exit_fd, self.owns_exit_fd = exit_fd(self.proc)
 
 
@@ -254,6 +285,7 @@ class _Supervisor:
             child_conn.close()
             raise
         child_conn.close()  # ours is closed so that a dead worker shows as EOF on parent_conn
+        os.set_blocking(parent_conn.fileno(), False)  # the loop reads and writes it only as far as it can (_inbox)
         self.workers.append(_Worker(proc, parent_conn, slot))
         if self.limit is not None:  # before it runs the initializer or a task: only interpreter start-up
             try:  # is charged outside its cgroup
@@ -276,10 +308,7 @@ class _Supervisor:
         order) or stopped (SIGTERM to it and what its job started). Either way SIGKILL at the grace deadline; the
         loop waits on its exit fd meanwhile, blocking nothing (reap_stopping)."""
         if asked and w.proc.exitcode is None:
-            try:
-                w.conn.send(None)
-            except OSError:  # it is exiting already: its exit fd says when
-                pass
+            self.send(w, framed(None))  # as far as its pipe takes it now: it is read after all it was sent
         self.retire(w)
         if w.proc.exitcode is not None:  # gone already (it exited after its last answer): only its group is left
             end_group(w.proc.pid)
@@ -336,10 +365,7 @@ class _Supervisor:
         try:
             for w in self.workers:
                 if orderly and w.ready:
-                    try:
-                        w.conn.send(None)
-                    except OSError:
-                        pass
+                    self.send(w, framed(None))
                 elif w.proc.exitcode is None:
                     w.proc.terminate()  # workers already being stopped had their SIGTERM
             if not orderly:
@@ -385,29 +411,35 @@ class _Supervisor:
             if not w.ready or w.retiring or w.proc.exitcode is not None or len(w.queued) > batch:
                 continue  # keeps at most two batches queued: one running, one waiting
             if w.queued and self.item_bytes and w.queued_bytes + self.item_bytes > BATCH_BYTES:
-                continue  # busy, and no room in its pipe for an item of the usual size: not pulled (and
+                continue  # busy, and no room under BATCH_BYTES for an item of the usual size: not pulled (and
                 # pickled) here only to be put back, on every pass of the loop, until the worker is idle
             budget = batch if w.queued else 2 * batch
             if self.opt.max_tasks_per_worker is not None:
                 budget = min(budget, self.opt.max_tasks_per_worker - w.sent)
-            sent: list[tuple[int, bytes]] = []
+            sent: list[tuple[int, bytes | int]] = []
+            frames: list[bytes] = []  # the large items' frames, after the batch (see _worker's docstring)
             todo = deque(self.next_positions(budget))
-            fate, dumps, queued, sizes = self.report.fate, pickle.dumps, w.queued, w.sizes  # locals: per item
+            fate, dump, queued, sizes = self.report.fate, _worker.dump, w.queued, w.sizes  # locals: per item
+            parts = self.item_bytes is None or self.item_bytes >= ITEM_FRAME_MIN  # else dumps: cheaper per item
             while todo:
                 pos = todo.popleft()
                 try:
-                    blob = dumps(fate(pos).item, pickle.HIGHEST_PROTOCOL)
+                    blob = dump(fate(pos).item, parts)
                 except Exception as e:  # that item alone fails, named, with its cause
                     self.fail(pos, "worker_error", f"the item could not be pickled to send it: {type(e).__name__}: {e}",
                               error=e, retryable=False)
                     continue
-                size = len(blob)
+                size = _worker.size_of(blob)
                 if queued and w.queued_bytes + size > BATCH_BYTES:
                     self.item_bytes = folded(self.item_bytes, size, 1)  # measured, though not sent
                     todo.appendleft(pos)  # a busy worker gets no more than the pipe holds: the rest later
                     self.retry.extendleft(reversed(todo))
                     break
-                sent.append((pos, blob))
+                if size < ITEM_FRAME_MIN:
+                    sent.append((pos, blob if isinstance(blob, bytes) else b"".join(blob)))
+                else:
+                    sent.append((pos, size))
+                    frames += [_worker.frame_header(size), *([blob] if isinstance(blob, bytes) else blob)]
                 queued.append(pos)
                 w.queued_bytes += size
                 sizes[pos] = size
@@ -415,13 +447,21 @@ class _Supervisor:
                 self.item_bytes = folded(self.item_bytes, sum(sizes[p] for p, _ in sent), len(sent))
                 w.sent += len(sent)
                 w.sent_at = time.monotonic()
-                try:
-                    w.conn.send(sent)
-                except OSError:  # it died meanwhile: its sentinel reports it; these tasks are innocent
-                    pass
+                self.send(w, framed(sent) + frames)
             if self.opt.max_tasks_per_worker is not None and w.sent >= self.opt.max_tasks_per_worker:
                 w.retiring = True  # its last tasks are queued: start its replacement now, so none waits
                 self.spawn()
+
+    def send(self, w: _Worker, parts: list[bytes]) -> None:
+        """Queue bytes for ``w`` and write what its pipe takes now; the loop writes the rest as it has room."""
+        w.out.put(parts)
+        self.write(w)
+
+    def write(self, w: _Worker) -> None:
+        try:
+            w.out.write()
+        except OSError:  # it died or its end closed meanwhile: its exit fd or EOF reports it; what it held is charged
+            w.out.drop()  # by its phase, and the tasks it never received are innocent
 
     # -- faults ----------------------------------------------------------------------------------
     def fail(self, pos: int | None, kind: str, message: str, exitcode: int | None = None,
@@ -654,7 +694,7 @@ class _Supervisor:
                 by_fd[w.exit_fd] = w
             for s in self.stopping:
                 by_fd[s.fd] = s.proc
-            ready = wait(list(by_fd), timeout)
+            ready, room = wait_for(list(by_fd), [w.conn for w in self.workers if w.out], timeout)
             # Messages first: a worker that sent its answers and then died still delivered them.
             for obj in ready:
                 w = by_fd[obj]
@@ -664,6 +704,10 @@ class _Supervisor:
                 w = by_fd[obj]
                 if isinstance(w, _Worker) and not isinstance(obj, Connection) and w in self.workers:
                     self.on_death(w)
+            for obj in room:  # then the bytes waiting for the workers still there
+                w = by_fd[obj]
+                if w in self.workers:
+                    self.write(w)
             now = time.monotonic()
             self.reap_stopping(now, {obj for obj in ready if isinstance(obj, int)})
             self.check_deadlines(now)

@@ -6,7 +6,11 @@ What crosses the pipe, and why in this shape:
 
 - parent -> worker: a batch ``[(pos, item pickled on its own), ...]``, or ``None`` (exit). Each item is
   pickled separately by the parent, so an item that cannot be pickled, or unpickled here, fails alone
-  and is named; the batch amortises one message over many tiny tasks.
+  and is named; the batch amortises one message over many tiny tasks. An item of ``_core.ITEM_FRAME_MIN`` bytes or
+  more pickled crosses in a frame of its own after the batch (its place holds its length, as for results below),
+  read here straight into a buffer of its size (``_recv_batch``).
+- a large payload (an item or a result) is pickled into its parts (``dump``): a large ``bytes`` inside it is
+  written to the pipe as it is, never copied into the pickle first.
 - worker -> parent: ``("ready", pid)`` once, then batches of answers ``(pos, "ok", result pickled,
   seconds)`` / ``(pos, "err", message, traceback, seconds)``, in the order the tasks ran. Answers are
   held back at most ``FLUSH_AFTER`` seconds (a thread sends them when they are that old), so a tiny
@@ -29,6 +33,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import struct
 import threading
 import time
 import traceback
@@ -71,8 +76,70 @@ SLOT_SIZE = 8
 # it was: _core then charges the task it ran last, whose answer could not be sent.
 EXIT_PIPE = 75
 # A result of at least this many bytes pickled crosses the pipe in a frame of its own (see _Outbox); smaller
-# ones ride in the answers' list, so thousands of tiny results still make one message.
+# ones ride in the answers' list, so thousands of tiny results still make one message (items: _core.ITEM_FRAME_MIN).
 INLINE_MAX = 64 << 10
+
+# -- large payloads: pickled into parts, written as frames -------------------------------------------------------
+class _Parts(list):  # type: ignore[type-arg]
+    """What a pickler writes, part by part. The C pickler writes a ``bytes`` of 64 KiB or more inside the object as
+    that very object (its frames bypass the pickler's buffer): kept by reference, not copied. Any other buffer it
+    hands over (a view of a bytearray the caller may still change) is copied."""
+
+    def write(self, part: object) -> None:
+        self.append(part if type(part) is bytes else bytes(part))  # type: ignore[call-overload]
+
+
+def dump(obj: object, parts: bool) -> bytes | list[bytes]:
+    """``obj`` pickled: ``bytes``, or with ``parts`` (for objects expected large: a pickler costs ~1 us more than
+    ``pickle.dumps``) the list of its parts, which a frame writes one after the other (``write_frame``)."""
+    if not parts:
+        return pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
+    out = _Parts()
+    pickle.Pickler(out, pickle.HIGHEST_PROTOCOL).dump(obj)
+    return out[0] if len(out) == 1 else b"".join(out) if sum(map(len, out)) < INLINE_MAX else list(out)
+
+
+def size_of(payload: bytes | list[bytes]) -> int:
+    return len(payload) if isinstance(payload, bytes) else sum(map(len, payload))
+
+
+def frame_header(size: int) -> bytes:
+    """multiprocessing.connection's header of a frame of ``size`` bytes, so Connection.recv_bytes reads our frames."""
+    return struct.pack("!i", size) if size <= 0x7fffffff else struct.pack("!iQ", -1, size)
+
+
+def write_frame(fd: int, parts: list[bytes]) -> None:
+    """One frame of the parts, written in full to a blocking ``fd`` (no part copied)."""
+    for part in [frame_header(sum(map(len, parts))), *parts]:
+        view, done = memoryview(part), 0
+        while done < len(view):
+            done += os.write(fd, view[done:])
+
+
+def fit(spare: bytearray | None, size: int) -> bytearray:
+    """``spare`` if it holds ``size`` bytes and at most twice that many, else a new buffer of ``size``: a run of large
+    frames is read into pages faulted in once, and a buffer kept is never more than twice the frame it holds."""
+    return spare if spare is not None and size <= len(spare) <= 2 * size else bytearray(size)
+
+
+def read_frame(fd: int, spare: bytearray | None = None) -> memoryview:
+    """One frame read from a blocking ``fd`` straight into a buffer (``Connection.recv_bytes`` gathers it through a
+    BytesIO: a copy more): ``spare`` if it fits (see ``fit``), else a new one. EOFError if the pipe ends first."""
+    (size,) = struct.unpack("!i", _read_exactly(fd, memoryview(bytearray(4))))
+    if size == -1:
+        (size,) = struct.unpack("!Q", _read_exactly(fd, memoryview(bytearray(8))))
+    return _read_exactly(fd, memoryview(fit(spare, size))[:size])
+
+
+def _read_exactly(fd: int, view: memoryview) -> memoryview:
+    filled = 0
+    while filled < len(view):
+        n = os.readv(fd, [view[filled:]])
+        if n == 0:
+            raise EOFError("the pipe closed in the middle of a frame")
+        filled += n
+    return view
+
 
 # phase; pos: the task the phase concerns (RUNNING, SENDING), else None; started: when the phase began (for
 # RUNNING, when the task started); last: the task it ran last, or None. A collections.namedtuple: typing is not
@@ -260,8 +327,9 @@ class _Outbox:
     """Answers waiting to be sent; ``put`` from the task loop, sent when old, numerous or large, or on ``flush``.
 
     A message is the list of answers, then one frame of raw bytes per result of INLINE_MAX or more (its place in
-    the list holds its length): a large result crosses the pipe as it was pickled, never copied into a second
-    pickle of the whole list (which needed twice its size in the worker, and once more in the parent).
+    the list holds its length): a large result crosses the pipe as it was pickled (in parts: see ``dump``), never
+    copied into a second pickle of the whole list (which needed twice its size in the worker, and once more in the
+    parent).
     """
 
     def __init__(self, conn: Connection, slot: ctypes.Array) -> None:
@@ -278,8 +346,8 @@ class _Outbox:
                 self.since = time.monotonic()
                 self.cond.notify()
             self.waiting.append(answer)
-            if isinstance(answer[2], bytes):  # (pos, "ok", result pickled, seconds)
-                self.size += len(answer[2])
+            if answer[1] == "ok":  # (pos, "ok", result pickled, seconds)
+                self.size += size_of(answer[2])
             if len(self.waiting) >= FLUSH_COUNT or self.size >= FLUSH_BYTES:
                 self._send()
 
@@ -293,15 +361,18 @@ class _Outbox:
         the largest result of the message (the one a death while sending is most likely about) until the whole
         message is written; after an error it stays, and the parent charges that item."""
         waiting, self.waiting, self.size = self.waiting, [], 0
-        largest = max(waiting, key=lambda a: len(a[2]) if isinstance(a[2], bytes) else 0)
-        mark_send(self.slot, largest[0])
-        frames = [a[2] for a in waiting if isinstance(a[2], bytes) and len(a[2]) >= INLINE_MAX]
+        sizes = [size_of(a[2]) if a[1] == "ok" else 0 for a in waiting]
+        mark_send(self.slot, waiting[sizes.index(max(sizes))][0])
+        paired = list(zip(waiting, sizes, strict=True))
+        frames = [a[2] for a, size in paired if size >= INLINE_MAX]
         if frames:
-            waiting = [(a[0], a[1], len(a[2]), a[3]) if isinstance(a[2], bytes) and len(a[2]) >= INLINE_MAX else a
-                       for a in waiting]
+            waiting = [(a[0], a[1], size, a[3]) if size >= INLINE_MAX else a for a, size in paired]
         self.conn.send(waiting)
         for frame in frames:
-            self.conn.send_bytes(frame)
+            if isinstance(frame, bytes):
+                self.conn.send_bytes(frame)
+            else:
+                write_frame(self.conn.fileno(), frame)
         mark_send(self.slot, NO_TASK)
 
     def _send_when_old(self) -> None:
@@ -320,7 +391,9 @@ class _Outbox:
                     return  # the pipe is gone: the task loop's next use of it ends the worker
 
 
-def _run_one(job: Callable[[object], object], pos: int, blob: bytes, slot: ctypes.Array) -> tuple[object, ...]:
+def _run_one(job: Callable[[object], object], pos: int, blob: bytes | memoryview, slot: ctypes.Array,
+             parts: bool = False) -> tuple[object, ...]:
+    """Run one task; its answer. ``parts``: the result is expected large (see ``dump``)."""
     t0 = time.monotonic()
     mark(slot, RUNNING, pos, t0)  # from here until the result is pickled, a death or a hang is this task's
     try:
@@ -339,13 +412,32 @@ def _run_one(job: Callable[[object], object], pos: int, blob: bytes, slot: ctype
             return (pos, "err", f"job raised {_describe(e)}", traceback.format_exc(), time.monotonic() - t0)
         _leave_if_copy(0)
         try:
-            payload = pickle.dumps(result, pickle.HIGHEST_PROTOCOL)
+            payload = dump(result, parts)
         except BaseException as e:  # noqa: BLE001  (the item failed; the worker is fine)
             return (pos, "err", f"the result could not be pickled: {_describe(e)}", traceback.format_exc(),
                     time.monotonic() - t0)
         return (pos, "ok", payload, time.monotonic() - t0)
     finally:
         mark(slot, IDLE, last=pos)
+
+
+def _recv_batch(conn: Connection) -> list[tuple[int, bytes | memoryview]] | None:
+    """The next batch, its large items read from their frames (in the batch's order), or None (exit). The batch's
+    last large item is read into the buffer of the one before (``fit``): that batch has run by now."""
+    global _spare
+    batch = conn.recv()
+    if not batch:
+        return batch
+    large = [i for i, (_, blob) in enumerate(batch) if isinstance(blob, int)]
+    for i in large:
+        frame = read_frame(conn.fileno(), _spare if i == large[-1] else None)
+        if i == large[-1]:
+            _spare = frame.obj  # type: ignore[assignment]
+        batch[i] = (batch[i][0], frame)
+    return batch
+
+
+_spare: bytearray | None = None  # the buffer the last batch's last large item was read into
 
 
 def main(conn: Connection, job: Callable[[object], object], parent_pid: int, slot: ctypes.Array,
@@ -380,6 +472,7 @@ def main(conn: Connection, job: Callable[[object], object], parent_pid: int, slo
             return
         _leave_if_copy(0)
     outbox = _Outbox(conn, slot)
+    large = False  # the last result was large: the next is pickled into parts (see dump)
     mark(slot, IDLE)
     conn.send(("ready", os.getpid()))
     try:
@@ -389,7 +482,7 @@ def main(conn: Connection, job: Callable[[object], object], parent_pid: int, slo
                 conn.poll(None)  # idle until a batch (or EOF) arrives
             mark(slot, RECEIVING)
             try:
-                batch = conn.recv()
+                batch = _recv_batch(conn)
             except EOFError:
                 return  # the supervisor closed our pipe
             if batch is None:
@@ -397,7 +490,9 @@ def main(conn: Connection, job: Callable[[object], object], parent_pid: int, slo
                 outbox.flush()
                 return  # orderly shutdown
             for pos, blob in batch:
-                outbox.put(_run_one(job, pos, blob, slot))
+                answer = _run_one(job, pos, blob, slot, large)
+                large = answer[1] == "ok" and size_of(answer[2]) >= INLINE_MAX  # the next result is likely alike
+                outbox.put(answer)
     except OSError as e:  # our own pipe failed under us (a job closed it): nothing can be answered any more
         os.write(2, f"supervisor worker {os.getpid()}: its pipe failed ({_describe(e)}); exiting\n".encode())
         os._exit(EXIT_PIPE)
