@@ -27,8 +27,10 @@ DASK_RERUNS = 3
 # completion not yet in): then KilledWorker, after tens of re-runs (18 s and 51 s seen, against the 60 s watchdog;
 # once the scheduler logged it and the client's run() still had not returned at the watchdog). Both are Dask's
 # behaviour, neither is reported sooner: the test takes the row of the outcome measured and checks the re-runs.
-DASK_GIVES_UP = Expect("raised", "worker_died", culprit=True,
-                       why="four of the re-runs' deaths counted before their completion reached the scheduler")
+DASK_GIVES_UP = Expect("raised", "worker_died", culprit="any",
+                       why="four of the re-runs' deaths counted before their completion reached the scheduler; the "
+                           "task KilledWorker names is whichever reached four deaths first, which can be an innocent "
+                           "one that kept landing on the dying workers (item 5 for item 2, once, on a loaded machine)")
 
 # A peer that waits for the answer of a worker that died half-way through writing it: the answer's reader blocks on
 # a message that never ends (the result pipe is shared, so the other workers keep it open and no EOF comes).

@@ -1046,3 +1046,16 @@ def test_bytes_a_broken_pipe_cannot_take_are_dropped_not_raised():
         theirs.close()
         sup._Supervisor.write(None, w)  # type: ignore[arg-type]
         assert not w.out
+
+
+def test_the_parent_keeps_a_frame_buffer_for_the_next_only_up_to_spare_max():
+    """Breaks if a worker's inbox keeps the buffer of a frame larger than SPARE_MAX (rule 3: the parent would hold
+    workers x the largest result beyond what it reads, 4 x 19 MiB with the memory sweep's 10^7-int results)."""
+    from variants.supervisor import _inbox
+
+    box = _inbox.Inbox(-1)
+    small = box._buffer(_inbox.SPARE_MAX)
+    assert box.spare is not None and len(small) == _inbox.SPARE_MAX
+    kept = box.spare
+    large = box._buffer(_inbox.SPARE_MAX + 1)
+    assert box.spare is kept and len(large) == _inbox.SPARE_MAX + 1, "a frame past SPARE_MAX replaced the spare"

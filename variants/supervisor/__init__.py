@@ -36,7 +36,8 @@ Rules it keeps (each one is a test in tests/test_supervisor_rules.py or an exper
 3. Memory is in proportion to what is unfinished: items in flight (adaptive, ``max_in_flight`` at most; a large
    ``bytes`` item is written to its worker as it is, not copied) and one batch of answers (under
    ``_worker.FLUSH_BYTES`` of results, plus the one that crossed it; per worker, the buffer its last large result
-   was read into is kept for the next, at most twice the size of the one it holds: ``_worker.fit``); a
+   was read into is kept for the next, at most twice the size of the one it holds (``_worker.fit``) and only up to
+   ``_inbox.SPARE_MAX``); a
    finished item is counted, not kept, and a result is dropped once ``on_result`` returned. So is the
    report: a note that repeats (a replacement, a retry) is kept ``_core.NOTES_PER_KIND`` times, then counted.
 4. Every wait has a limit and every exit path runs the same stop, which always reaches SIGKILL: no

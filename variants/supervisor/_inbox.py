@@ -36,6 +36,12 @@ CHUNK = 256 << 10  # one read: a pipe's worth of small messages (the kernel's so
 # pass) costs more than a read. Measured at 8 MiB results: 32-42 ms of the main process's CPU per 100 MB at 16,
 # 44-47 at 1.
 BODY_READS = 16
+# The largest frame whose buffer a worker's inbox keeps for the next one (``_buffer``): the parent then holds at most
+# workers x SPARE_MAX beyond the frames being read, a constant of the run, however large its results. Up to it,
+# reuse pays (faulting in a fresh buffer's pages was 3/4 of the parent's CPU at 8 MiB results); above it a kept
+# buffer per worker is that much more memory for every result (4 x 19 MiB with the 10^7-int results of the memory
+# sweep), so a larger frame gets a buffer of its own, freed with its message.
+SPARE_MAX = 8 << 20
 WRITE_PARTS = 64  # at most this many buffers per writev (the kernel takes up to IOV_MAX, 1,024 on Linux)
 
 
@@ -107,8 +113,9 @@ class Inbox:
     def _buffer(self, size: int) -> bytearray | memoryview:
         """A buffer for a large frame. One that completes its message fills the spare buffer (``_worker.fit``):
         the caller handles that message (unpickles its results) before its next read, so the buffer is free again
-        by the time the next frame starts. One that waits for more frames of its message gets its own."""
-        if self.header is not None and len(self.missing) > 1:
+        by the time the next frame starts. One that waits for more frames of its message, or is larger than
+        SPARE_MAX, gets its own."""
+        if (self.header is not None and len(self.missing) > 1) or size > SPARE_MAX:
             return bytearray(size)
         self.spare = _worker.fit(self.spare, size)
         return memoryview(self.spare)[:size]
