@@ -504,16 +504,16 @@ def print_summary(out: Path, duration: float, seconds: dict[str, float], by_swee
 # figures are comparable (issue 26: before, extra runs were admitted while the CPU looked idle, so the concurrency
 # behind a figure depended on the moment). The sweeps of one phase run together, their runs interleaved (``spread``):
 # - the fault sweeps' runs mostly wait (sleeps, polls, a hang until its watchdog, billiard's terminate() sleeping,
-#   Dask closing its cluster): 46% of their run time was more than 3 s into a run (2799d3a), a core idle. With
-#   2 runs at a time plus up to 8 more while the CPU was under 50%, the full runs of 135f757..6fe8fc4 had 7-10 at
-#   once at most and the median change of a detection latency against runs one at a time was -1 ms (60 runs, the
-#   same outcome in each; billiard's own spread, up to 6 s, on both sides). FAULT_RUNS keeps that load, fixed.
+#   Dask closing its cluster): 46% of their run time was more than 3 s into a run (2799d3a), a core idle, so one
+#   run more than the cores. Not more: at 6 at a time (a full run of 7623a34, load average over 20 on 2 cores)
+#   detection latencies grew 5-10x (loky 13 ms -> 119 ms) and mpire's slow death detection went past its
+#   watchdog, published as hangs: the load of the bench itself was measured, not the designs.
 # - the memory sweeps' figures are peaks (the runner's ru_maxrss and what it reports), not times; the only one that
 #   moves with the CPU's speed is a backlog of results, which grows when the main process is slower than its
 #   workers, and a shared core slows both: two at a time, one per core.
 # - the sampled trace (its time axis), the continue-mode timeout, the overhead timing, the throughput and huge-data
 #   sweeps: alone.
-FAULT_RUNS = 6
+FAULT_RUNS = 3
 MEMORY_RUNS = 2
 PHASES = {"fault": (("matrix", "latency_workers", "latency_payload"), FAULT_RUNS),
           "memory": (("memory_tasks", "memory_payload", "memory_article"), MEMORY_RUNS)}
