@@ -73,6 +73,30 @@ class Expect:
     race: tuple[tuple[str, ...], Expect] | None = None
 
 
+# A worker that dies after its task computed (while it sends the result, while it pickles it): the nanny restarts
+# it and the scheduler re-runs the lost result, which kills the next worker the same way. A death after the task's
+# completion reached the scheduler is not counted towards KilledWorker, so the loop goes on unreported: the row of
+# such a fault is "hung", and its test checks the re-runs (at least DASK_RERUNS: each round is a worker restart
+# by its nanny, ~1-2 s on 2 cores; a loop that stopped after the first rounds would show fewer).
+DASK_RERUNS = 3
+# ... unless, by chance, four of those deaths came while the scheduler still had the task as processing (its
+# completion not yet in): then KilledWorker, after tens of re-runs (18 s and 51 s seen while sending a result,
+# 19 s while pickling one, in CI on 3.12; 0 of 5 runs on an idle machine). Both are Dask's behaviour, neither is
+# reported sooner: dask_rerun_row takes this row for a run that raised KilledWorker.
+DASK_GIVES_UP = Expect("raised", "worker_died", culprit="any",
+                       why="four of the re-runs' deaths counted before their completion reached the scheduler; the "
+                           "task KilledWorker names is whichever reached four deaths first, which can be an innocent "
+                           "one that kept landing on the dying workers (item 5 for item 2, once, on a loaded machine)")
+
+
+def dask_rerun_row(o: Outcome, row: Expect) -> Expect:
+    """``row``, or DASK_GIVES_UP for a Dask run that ended in KilledWorker (see there): for a fault Dask re-runs."""
+    if o.variant == "dask_distributed" and o.status == "raised" and "KilledWorker" in (o.result or {}).get(
+            "message", ""):
+        return DASK_GIVES_UP
+    return row
+
+
 # multiprocessing.Pool's terminate() can hang for good (https://github.com/python/cpython/issues/96995, open):
 # it SIGTERMs the workers while its task-handler thread may still have to put the end-of-results sentinel on
 # the result queue, whose lock a killed worker can hold for ever (SIGTERMed mid-put) or whose pipe no one reads

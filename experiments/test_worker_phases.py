@@ -10,7 +10,17 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.expect import DASK_KILLED, DASK_STOP, PROMPT, Expect, check, expected_for, params
+from experiments.expect import (
+    DASK_KILLED,
+    DASK_RERUNS,
+    DASK_STOP,
+    PROMPT,
+    Expect,
+    check,
+    dask_rerun_row,
+    expected_for,
+    params,
+)
 from experiments.lab.harness import run_scenario
 from experiments.lab.scenarios import (
     helper_outlives_job,
@@ -18,19 +28,6 @@ from experiments.lab.scenarios import (
     killed_while_sending,
     pipe_closed_while_alive,
 )
-
-# The least number of times Dask re-runs the task (each run killed while sending) within the watchdog: each round is
-# a worker restart by its nanny (~1-2 s on 2 cores); a loop that stopped after the first rounds would show fewer.
-DASK_RERUNS = 3
-
-# ... unless, by chance, four of those deaths came while the scheduler still had the task as processing (its
-# completion not yet in): then KilledWorker, after tens of re-runs (18 s and 51 s seen, against the 60 s watchdog;
-# once the scheduler logged it and the client's run() still had not returned at the watchdog). Both are Dask's
-# behaviour, neither is reported sooner: the test takes the row of the outcome measured and checks the re-runs.
-DASK_GIVES_UP = Expect("raised", "worker_died", culprit="any",
-                       why="four of the re-runs' deaths counted before their completion reached the scheduler; the "
-                           "task KilledWorker names is whichever reached four deaths first, which can be an innocent "
-                           "one that kept landing on the dying workers (item 5 for item 2, once, on a loaded machine)")
 
 # A peer that waits for the answer of a worker that died half-way through writing it: the answer's reader blocks on
 # a message that never ends (the result pipe is shared, so the other workers keep it open and no EOF comes).
@@ -60,8 +57,7 @@ SENDING = {
 def test_a_worker_killed_while_it_sends_a_large_result(variant):
     sc = killed_while_sending()
     o = run_scenario(variant, **sc.kwargs)
-    row = DASK_GIVES_UP if variant == "dask_distributed" and o.status == "raised" else expected_for(SENDING, variant)
-    check(o, row, fault_item=sc.fault_item, scenario=sc.title)
+    check(o, dask_rerun_row(o, expected_for(SENDING, variant)), fault_item=sc.fault_item, scenario=sc.title)
     kills = sum(e["ev"] == "fault" and e.get("item") == sc.fault_item for e in o.events)
     # The fault is real in every design: its answer was on its way when the worker was killed (Dask's non-blocking
     # socket once hid it, and the run "returned": the kill never happened).

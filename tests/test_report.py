@@ -160,16 +160,22 @@ def test_a_hang_is_proven_once_per_point(monkeypatch):
     assert calls[2:] == ["dask_distributed"] * 2 and "hung_proven_at_rep" not in looping[1]
 
 
-# A point of 500 tasks of 10 ms on 2 workers needs 2.5 s of work: far past this limit, whatever the machine.
-TINY_LIMIT = 1.0
+# The limit each point of the test below gets. The quick point (50 empty tasks) is run again while its runs
+# took under REPEAT_BUDGET (1 s), so its figure comes at most one run after that budget; one run is ~0.4 s on an
+# idle machine, its 2 workers' spawn alone took 2.1 s in CI beside the other xdist workers (1.0 s here failed
+# there). 4 s on top of the budget covers that run twice over.
+TINY_LIMIT = 5.0
+# The slow point: 4,000 tasks of 10 ms on 2 workers, 20 s of work, four times the limit on any machine.
+SLOW_POINT = {"seconds": 0.01, "tasks": 4000}
 
 
 def test_a_throughput_point_past_its_limit_is_killed_and_the_next_point_still_measured():
     from bench import throughput
 
-    slow, quick = {"seconds": 0.01, "tasks": 500}, {"seconds": 0.0, "tasks": 50}
+    assert TINY_LIMIT >= throughput.REPEAT_BUDGET + 4.0
+    slow, quick = dict(SLOW_POINT), {"seconds": 0.0, "tasks": 50}
     slow_out, quick_out = throughput.measure("supervisor", 2, [slow, quick], limit=TINY_LIMIT)
-    assert slow_out["total"] is None and "did not finish within 1 s" in slow_out["error"]
+    assert slow_out["total"] is None and f"did not finish within {TINY_LIMIT:.0f} s" in slow_out["error"]
     assert quick_out["total"] > 0 and "error" not in quick_out, quick_out
     # its rate once up: from the 12th result (50 // 4) to the 37th, inside the same run
     assert quick_out["mid_tasks"] == 25 and 0 <= quick_out["mid"] < quick_out["total"], quick_out
