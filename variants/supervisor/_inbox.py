@@ -38,10 +38,12 @@ CHUNK = 256 << 10  # one read: a pipe's worth of small messages (the kernel's so
 BODY_READS = 16
 # The largest frame whose buffer a worker's inbox keeps for the next one (``_buffer``): the parent then holds at most
 # workers x SPARE_MAX beyond the frames being read, a constant of the run, however large its results. Up to it,
-# reuse pays (faulting in a fresh buffer's pages was 3/4 of the parent's CPU at 8 MiB results); above it a kept
-# buffer per worker is that much more memory for every result (4 x 19 MiB with the 10^7-int results of the memory
-# sweep), so a larger frame gets a buffer of its own, freed with its message.
-SPARE_MAX = 8 << 20
+# reuse pays: faulting in a fresh buffer's pages was 3/4 of the parent's CPU at 8 MiB results, whose frames (the
+# pickled bytes, a few bytes over 8 MiB) came back at 790-900 MB/s with an 8 MiB cap against 2,300-2,700 with this
+# one (bench/huge.py, 2 workers). Above it a kept buffer per worker is that much more memory for every result (4 x
+# 19 MiB with the 10^7-int results of the memory sweep), so a larger frame gets a buffer of its own, freed with its
+# message.
+SPARE_MAX = 16 << 20
 WRITE_PARTS = 64  # at most this many buffers per writev (the kernel takes up to IOV_MAX, 1,024 on Linux)
 
 
