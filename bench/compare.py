@@ -3,11 +3,11 @@
     python -m bench.compare --git HEAD results     # the committed run against the one just made in results/
     python -m bench.compare OLD_DIR NEW_DIR        # two output folders of bench/run.py (each holds raw/)
 
-Compared: every fault-matrix cell (outcome, item named, detection median), every design's healthy-path
-overhead ratio and every huge-data rate (MB/s, each design, direction and size). An outcome or an item named that
-differs is a **flip**; a figure outside the tolerance below is a **drift**. Both are listed; the exit code is 1
-when a cell flipped, 0 otherwise (a drift is information: a figure can move with the load of the machine, an
-outcome must not).
+Compared: every fault-matrix cell and every point of the latency charts (outcome, item named, detection median),
+every design's healthy-path overhead ratio and every huge-data rate (MB/s, each design, direction and size). An
+outcome or an item named that differs is a **flip**; a figure outside the tolerance below is a **drift**. Both
+are listed; the exit code is 1 when a cell flipped, 0 otherwise (a drift is information: a figure can move with
+the load of the machine, an outcome must not).
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ from bench import report  # noqa: E402
 # regression; above it, a figure that moved by more than half of itself is worth a look.
 REL_TOL = 0.5
 ABS_TOL = 0.05
-FILES = ("matrix", "overhead", "huge")
+FILES = ("matrix", "latency_workers", "latency_payload", "overhead", "huge")
+# The latency charts' points: the run that tells one point from another (workers, or ints per result).
+POINTS = {"latency_workers": ("workers", "{:,} worker(s)"), "latency_payload": ("n", "{:,} ints per result")}
 
 
 def agree(a: float | None, b: float | None) -> bool:
@@ -67,12 +69,13 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], list[s
     flips, drifts, compared = [], [], 0
     _, _, a = report.matrix_cells(old)
     _, _, b = report.matrix_cells(new)
-    for key in sorted(k for k in a if k in b and k[0] != "_title"):
-        ca, cb = a[key], b[key]
+    cells = [(f"{b.get(('_title', k[0]), k[0])} | `{k[1]}`", a[k], b[k]) for k in sorted(a) if k in b and k[0] != "_title"]
+    pa, pb = _points(old), _points(new)
+    cells += [(f"{pb[k][0]} | `{k[3]}`", pa[k][1], pb[k][1]) for k in sorted(pb, key=str) if k in pa]
+    for where, ca, cb in cells:
         if any(c["outcome"].startswith(("not run", "not installed", "not supported")) for c in (ca, cb)):
             continue
         compared += 1
-        where = f"{b.get(('_title', key[0]), key[0])} | `{key[1]}`"
         if _words(ca) != _words(cb):
             flips.append(f"{where} | {_words(ca)} | {_words(cb)}")
             continue
@@ -92,6 +95,17 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], list[s
             drifts.append(f"huge data, {direction} {size >> 10:,} KiB | `{variant}` | {ha[key]:.0f} MB/s | "
                           f"{hb[key]:.0f} MB/s")
     return flips, drifts, compared
+
+
+def _points(raw: dict[str, Any]) -> dict[tuple[Any, ...], tuple[str, dict[str, Any]]]:
+    """The latency charts' points by (sweep, fault, x, design): where the point is, in words, and its runs
+    summarised as a matrix cell is (``report.cell``)."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for sweep, (x_key, _) in POINTS.items():
+        for r in raw.get(sweep, {}).get("runs", []):
+            groups.setdefault((sweep, r["scenario"], r[x_key], r["variant"]), []).append(r)
+    return {k: (f"{rs[0].get('title', k[1])}, {POINTS[k[0]][1].format(k[2])}", report.cell(rs))
+            for k, rs in groups.items()}
 
 
 def _rates(raw: dict[str, Any]) -> dict[tuple[str, str, int], float]:

@@ -136,7 +136,6 @@ def cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "accounted": (False if False in accounted else True if all(a is True for a in accounted)
                           else None if all(a is None for a in accounted) else "partly"),
             "orphans_exit": orph, "lingered": any(r.get("lingered") for r in runs), "n": len(runs),
-            "measured": sum(r.get("hung_proven_at_rep") is None for r in runs),
             "exit": med([r.get("exit") for r in runs])}
 
 
@@ -215,10 +214,9 @@ def matrix_markdown(raw: dict[str, Any], compact: bool) -> str:
             orph = ms(c["orphans_exit"][0]) if c["orphans_exit"] else ("never (within watch)"
                                                                        if c["outcome"] == "parent killed" else "—")
             accounted = {True: "yes", False: "NO", None: "n/a", "partly": "partly"}[c["accounted"]]
-            runs_text = str(c["n"]) if c["measured"] == c["n"] else f"{c['n']} ({c['measured']} run; a hang is proven once)"
             lines.append(f"| {cells[('_title', f)]} | `{v}` | {c['outcome']}{' (lingers)' if c['lingered'] else ''} "
                          f"| {det} | {culprit} | {', '.join(map(str, c['exitcode'])) or '—'} | {c['left']} | {orph} "
-                         f"| {accounted} | {runs_text} |")
+                         f"| {accounted} | {c['n']} |")
     return "\n".join(lines) + "\n"
 
 

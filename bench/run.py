@@ -13,10 +13,9 @@ when every sweep finished: a failed run leaves the previous results untouched, a
 before failing is kept in OUT/partial/raw (stamped "incomplete", with the error), never discarded.
 
 A design whose package is not installed is recorded as "not_installed" with the reason, in every
-sweep, and every chart and table says so. A design that hung stuck at a sweep point (every process idle over the
-harness's evidence window: ``stuck``) is not re-run for that point's remaining repetitions: they are recorded as
-hung, with ``"hung_proven_at_rep"`` saying so (a wait for what never comes is proven once; each extra repetition
-would only cost a watchdog). A hang by a loop, or a run over its watchdog, is repeated like any other outcome.
+sweep, and every chart and table says so. Every repetition of a point is run, whatever the ones before it did:
+a hang with every process idle is no proof that the next run hangs too (the article's design, terminating its
+workers while a 10^7-int result was on its way, hung in 2 of 3 runs and raised in the third, issue 26).
 """
 
 from __future__ import annotations
@@ -77,10 +76,11 @@ class Plan:
     sweeps: list[str]
     # Repetitions of every matrix row: a cell whose outcome differs between them is published as "mixed", never
     # as whichever came last (issue 26: Dask's death while sending raised in one full run and hung in the next).
-    # The charted faults' rows are also the 4-worker points of the latency charts (median and min–max bars). A
-    # row that hung stuck at its first repetition is not run again (``stuck``).
+    # The charted faults' rows are also the 4-worker points of the latency charts (median and min–max bars).
     reps: int = 2
-    sweep_reps: int = 1  # the other latency points
+    # The other latency points, as often: one run of the article's design raising at 10^7-int results in 0.7 s
+    # was published, and the next full run hung there (the chart draws both marks at a point whose runs differ).
+    sweep_reps: int = 2
     matrix_scenarios: list[str] = field(default_factory=list)
     workers: tuple[int, ...] = (1, 2, 4, 8)
     payloads: tuple[int, ...] = (10**4, 10**5, 10**6, 10**7)
@@ -247,20 +247,7 @@ def retained_mb(variant: str, n: int, items: int) -> float:
     return items * n * 8 / 2**20 if variant == "as_completed" else 0.0
 
 
-def point(job: Job) -> tuple[Any, ...]:
-    """A sweep point: everything that defines a run but its repetition number."""
-    sweep, sc, variant, workers, n, _rep, extra = job
-    return sweep, sc.name, variant, workers, n, extra.get("items")
-
-
-def stuck(rec: dict[str, Any]) -> bool:
-    """Hung with every process idle and nothing logged over the evidence window (the harness's "idle" verdict):
-    a wait for what never comes, which a repetition would only wait for again. A design re-running the fault's
-    task ("loop") or still busy at the watchdog is repeated: its outcome can differ from one run to the next."""
-    return rec["status"] == "hung" and (rec.get("hang_evidence") or {}).get("verdict") == "idle"
-
-
-def run_one(job: Job, proven_hung: dict[tuple[Any, ...], dict[str, Any]] | None = None) -> dict[str, Any]:
+def run_one(job: Job) -> dict[str, Any]:
     sweep, sc, variant, workers, n, rep, extra = job
     kwargs = dict(sc.kwargs)
     if "items" in extra:
@@ -280,14 +267,9 @@ def run_one(job: Job, proven_hung: dict[tuple[Any, ...], dict[str, Any]] | None 
     ok, why = VARIANTS[variant].available()
     if not ok:
         return skip | {"status": "not_installed", "message": why}
-    if proven_hung is not None and (first := proven_hung.get(point(job))) is not None:
-        return {**first, "rep": rep, "hung_proven_at_rep": first["rep"], "wall": 0.0,
-                "message": f"hung at repetition {first['rep']} of this point; not re-run (a hang is proven once)"}
     o = run_scenario(variant, **kwargs)
     rec = record(sweep, sc, variant, workers, n, rep, o)
     rec["items"] = kwargs.get("items")
-    if proven_hung is not None and stuck(rec):
-        proven_hung[point(job)] = rec
     return rec
 
 
@@ -532,37 +514,27 @@ def concurrency(alone: bool = False) -> dict[str, int]:
 def measure(todo: list[Any], runs_at_once: dict[str, int], bar: Any, seconds: dict[str, float],
             results: dict[int, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     """Every run of the plan into ``results`` (by position: the caller keeps what was measured if a run
-    fails), returned in the plan's order. A later repetition of a point starts only once its first one ended,
-    so a hang proven at repetition 0 spares it (``run_one``). Each phase of PHASES runs its sweeps' runs
+    fails), returned in the plan's order. Each phase of PHASES runs its sweeps' runs
     ``runs_at_once[sweep]`` at a time (the same for every sweep of a phase), spread out (``spread``), the later
     repetitions after every first one; then everything else one at a time. Each record says how many runs of
     its phase were going when it started (``at_once``, itself included)."""
-    proven_hung: dict[tuple[Any, ...], dict[str, Any]] = {}
     lock = threading.Lock()
-    first_ended = {point(j): threading.Event() for j in todo if j.rep == 0}
     going = {"runs": 0}
     t0 = time.monotonic()
 
     def one(i: int) -> None:
         job = todo[i]
-        first = first_ended.get(point(job))
-        if job.rep > 0 and first is not None and not first.wait(FIRST_REP_LIMIT):
-            raise RuntimeError(f"repetition 0 of {point(job)} did not end within {FIRST_REP_LIMIT:.0f} s")
-        try:
-            with lock:
-                going["runs"] += 1
-                at_once = going["runs"]
-            t = time.monotonic()
-            rec = run_one(job, proven_hung)
-            # When it started in the bench, and how many runs were going then (it included): the timeline.
-            rec.update(started=round(t - t0, 3), at_once=at_once)
-            with lock:
-                going["runs"] -= 1
-                results[i] = rec
-                seconds[job.sweep] += time.monotonic() - t
-        finally:
-            if job.rep == 0 and first is not None:
-                first.set()  # also when it failed: the later repetitions run (or the run is failing anyway)
+        with lock:
+            going["runs"] += 1
+            at_once = going["runs"]
+        t = time.monotonic()
+        rec = run_one(job)
+        # When it started in the bench, and how many runs were going then (it included): the timeline.
+        rec.update(started=round(t - t0, 3), at_once=at_once)
+        with lock:
+            going["runs"] -= 1
+            results[i] = rec
+            seconds[job.sweep] += time.monotonic() - t
         bar.set_postfix_str(f"{job.sweep} {job.scenario.name} {job.variant} w={job.workers}", refresh=False)
         bar.update()
 
@@ -584,13 +556,6 @@ def measure(todo: list[Any], runs_at_once: dict[str, int], bar: Any, seconds: di
     for i in alone + [i for i, j in enumerate(todo) if j.sweep not in OVERLAPPABLE]:
         one(i)
     return [(todo[i].sweep, results[i]) for i in sorted(results)]
-
-
-# How long a later repetition waits for its first to end: the first may still be waiting for a slot (the whole
-# shared part of a full run took under 10 minutes on 38f8c5a, 15 on 18ec0f2) and then runs within its watchdog (at
-# most 900 s, a healthy run's) plus the harness's bounded reaping. The later repetitions are queued after every
-# first one, so they rarely wait at all.
-FIRST_REP_LIMIT = 1800.0
 
 
 def spread(todo: list[Job], indices: list[int]) -> list[int]:

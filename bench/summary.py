@@ -54,9 +54,6 @@ def skipped(by_sweep: dict[str, Any], plan_skips: list[str] = ()) -> list[str]:
             if r.get("status") in NOT_MEASURED:
                 who = r.get("variant") or r.get("contender")
                 why[f"{sweep}: {who} {r['status']}: {r.get('message') or ''}".rstrip(": ")] += 1
-            elif r.get("hung_proven_at_rep") is not None:
-                why[f"{sweep}: {r.get('variant')} repetitions not re-run (hung at repetition "
-                    f"{r['hung_proven_at_rep']}: a hang is proven once)"] += 1
             elif sweep == "throughput" and r.get("total") is None and "contender" in r:
                 why[f"throughput: {r['contender']}: {r.get('error') or r.get('message') or 'no figure'}"] += 1
     return [f"{n} x {what}" if n > 1 else what for what, n in sorted(why.items())]

@@ -14,7 +14,7 @@ def _run(variant, status, kind=None, **more):
 
 
 def _records():
-    matrix = [_run("pool", "hung"), _run("pool", "hung", rep=1, hung_proven_at_rep=0),
+    matrix = [_run("pool", "hung"), _run("pool", "hung", rep=1),
               _run("supervisor", "raised", "worker_died"),
               _run("mpire_pool", "not_installed", message="mpire is not installed")]
     throughput = {"runs": [
@@ -45,11 +45,10 @@ def test_the_summary_names_files_duration_and_every_skip_with_its_reason():
     assert "95 s (1.6 min)" in text and "matrix 60 s" in text, text
     assert "/tmp/q/raw/matrix.json" in text and "/tmp/q/fault_matrix.md" in text, text
     assert "matrix: mpire_pool not_installed: mpire is not installed" in text, text
-    assert "matrix: pool repetitions not re-run (hung at repetition 0: a hang is proven once)" in text, text
     assert "throughput: dask_distributed: not run: ~77 s predicted" in text, text
     assert "throughput: pool: did not finish within 20 s" in text, text
     assert "needs a real OOM kill: no cgroup v2" in text, text
-    assert "skipped (5):" in text, text
+    assert "skipped (4):" in text, text
     assert "no committed run to compare" in text, text
 
 

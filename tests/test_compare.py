@@ -83,3 +83,18 @@ def test_a_huge_data_rate_that_moved_by_more_than_half_is_a_drift(tmp_path):
     flips, drifts, compared = compare.compare(compare.load_dir(old), compare.load_dir(new))
     assert compared == 1 + 2 and not flips
     assert drifts == ["huge data, out 1,024 KiB | `supervisor` | 800 MB/s | 300 MB/s"], drifts
+
+
+def test_a_latency_chart_point_is_compared_like_a_matrix_cell(tmp_path):
+    """Breaks if the latency charts' points are left out: one run of the article's design raised at 10^7-int
+    results and the next full run hung there, and nothing compared them (issue 26)."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    for folder, status in ((old, "raised"), (new, "hung")):
+        _write(folder, [_run("supervisor", "raised", "worker_died", 0.007, 2)])
+        runs = [_run("callback_monitor", status, "callback_error" if status == "raised" else None,
+                     0.7 if status == "raised" else None) | {"sweep": "latency_payload", "n": 10**7}]
+        (folder / "raw" / "latency_payload.json").write_text(json.dumps({"stamp": {}, "runs": runs}))
+    flips, drifts, compared = compare.compare(compare.load_dir(old), compare.load_dir(new))
+    assert compared == 1 + 1 and not drifts, (compared, drifts)
+    assert flips == ["a worker is SIGKILLed from outside, 10,000,000 ints per result | `callback_monitor` | "
+                     "raised callback_error, no item | HANGS, no item"], flips

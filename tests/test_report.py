@@ -130,34 +130,33 @@ def test_items_accounted_is_a_real_check(result, accounted):
     assert run.items_accounted(sc, result) is accounted
 
 
-def test_a_hang_is_proven_once_per_point(monkeypatch):
-    """The second repetition of a point that hung is recorded as hung without another watchdog."""
+def test_every_repetition_is_run_whatever_the_first_did(monkeypatch):
+    """Breaks if a repetition is skipped (or copied) because the one before it hung with every process idle: the
+    article's design hung so in one full run and raised in the next (issue 26), so a hang proves nothing about the
+    next run, and a cell whose runs differ is published as mixed."""
     from bench import run
     from experiments.lab.harness import Outcome
 
     calls = []
 
-    verdict = {"pool": "idle", "dask_distributed": "loop"}
-
     def fake_run_scenario(variant, **kwargs):
         calls.append(variant)
-        return Outcome(variant=variant, status="hung", result=None, fault_t=None, detect_latency=None,
-                       stop_latency=None, exit_latency=None, lingered=False, left_running=["1 worker"],
-                       orphans_exit_latency=None, peak_children_mb=None, memory_trace=[], stdout="", stderr="",
-                       hang_evidence={"verdict": verdict[variant]})
+        hung = len(calls) == 1
+        return Outcome(variant=variant, status="hung" if hung else "raised", result=None if hung else {
+                           "exc_type": "RunFailed", "kind": "worker_died", "message": "worker_died"},
+                       fault_t=None, detect_latency=None if hung else 0.01, stop_latency=None, exit_latency=None,
+                       lingered=False, left_running=["1 worker"] if hung else [], orphans_exit_latency=None,
+                       peak_children_mb=None, memory_trace=[], stdout="", stderr="",
+                       hang_evidence={"verdict": "idle"} if hung else None)
 
     monkeypatch.setattr(run, "run_scenario", fake_run_scenario)
     sc = run.SCENARIOS["worker_killed"]()
-    proven: dict = {}
-    first = run.run_one(("matrix", sc, "pool", 4, 10, 0, {}), proven)
-    second = run.run_one(("matrix", sc, "pool", 4, 10, 1, {}), proven)
-    other_point = run.run_one(("matrix", sc, "pool", 8, 10, 0, {}), proven)
-    assert calls == ["pool", "pool"], "the repetition re-ran the hang"
-    assert first["status"] == second["status"] == other_point["status"] == "hung"
-    assert second["rep"] == 1 and second["hung_proven_at_rep"] == 0 and "proven once" in second["message"]
-    # a design re-running the fault's task is hung too, but not stuck: its next repetition may end otherwise
-    looping = [run.run_one(("matrix", sc, "dask_distributed", 4, 10, rep, {}), proven) for rep in (0, 1)]
-    assert calls[2:] == ["dask_distributed"] * 2 and "hung_proven_at_rep" not in looping[1]
+    reps = [run.Job("matrix", sc, "pool", 4, 10, rep, {}) for rep in (0, 1)]
+    bar = SimpleNamespace(set_postfix_str=lambda *a, **k: None, update=lambda: None)
+    got = [r for _, r in run.measure(reps, {"matrix": 2}, bar, defaultdict(float), {})]
+    assert calls == ["pool", "pool"], "the repetition after an idle hang was not run"
+    assert [r["status"] for r in got] == ["hung", "raised"], got
+    assert report.cell(got)["outcome"].startswith("mixed over 2 runs: HANGS x1, raised"), report.cell(got)
 
 
 # The limit each point of the test below gets. The quick point (50 empty tasks) is run again while its runs
@@ -264,7 +263,7 @@ def test_each_phase_runs_exactly_its_runs_at_once_and_the_phases_never_overlap(m
     seen: dict[str, list[int]] = defaultdict(list)
     lock = threading.Lock()
 
-    def fake_run_one(job, proven):
+    def fake_run_one(job):
         phase = "fault" if job.sweep in run.PHASES["fault"][0] else "memory"
         with lock:
             going[phase] += 1
@@ -335,14 +334,8 @@ def test_overhead_times_a_slow_design_once_and_a_very_slow_one_on_a_tenth_of_the
     assert seen == [10, 10, 10]
 
 
-# A free lane takes a queued run within microseconds; 1 s is far above any thread start-up on a loaded machine.
-SECOND_REP_WAIT = 1.0
-
-
-def test_the_shared_runs_are_spread_and_a_later_repetition_waits_for_its_first(monkeypatch):
-    """Breaks if a design's runs of a sweep stay bunched together, or a repetition starts before its first
-    ended (a hang it proves would then not spare the repetition)."""
-    import threading
+def test_the_shared_runs_are_spread():
+    """Breaks if a design's runs of a sweep stay bunched together."""
 
     from bench import run
 
@@ -359,27 +352,6 @@ def test_the_shared_runs_are_spread_and_a_later_repetition_waits_for_its_first(m
     order = run.spread(todo, list(range(len(todo))))
     largest_at = sorted(k * 4 // len(order) for k, i in enumerate(order) if todo[i].n == 3)
     assert largest_at == [0, 1, 2, 3], f"every design's largest payload in the same part of the bench: {largest_at}"
-
-    second_started, started = threading.Event(), []
-
-    def fake_run_one(job, proven):
-        started.append(job.rep)
-        if job.rep == 0:
-            # If the second repetition did not wait for this one, a free lane starts it while this one waits.
-            assert not second_started.wait(SECOND_REP_WAIT), "repetition 1 started before repetition 0 ended"
-        else:
-            second_started.set()
-        return {"rep": job.rep}
-
-    monkeypatch.setattr(run, "run_one", fake_run_one)
-    reps = [run.Job("matrix", sc, "a", 4, 0, rep, {}) for rep in (0, 1)]
-    bar = SimpleNamespace(set_postfix_str=lambda *a, **k: None, update=lambda: None)
-    got = run.measure(reps, {"matrix": 2}, bar, defaultdict(float), {})
-    assert [r["rep"] for _, r in got] == [0, 1] and started == [0, 1]
-    (_, first), (_, second) = got  # the timeline: when each started, and how many runs were going then
-    # ``started`` is rounded to 1 ms: the gap can read up to 1 ms short of the wait it contains.
-    waited = second["started"] - first["started"] >= SECOND_REP_WAIT - 0.001
-    assert waited and first["at_once"] == second["at_once"] == 1, got
 
 
 def test_the_stamp_line_names_the_sweeps_that_shared_the_machine():
@@ -419,17 +391,20 @@ def test_a_cell_whose_repetitions_differ_is_published_as_mixed_never_as_the_last
 
 def test_the_readme_says_the_runs_at_a_time_and_the_repetitions_the_bench_uses():
     """Breaks if the README's "Runs at a time" line and the bench disagree: the fault and memory sweeps' settings,
-    or a matrix row run fewer than twice (a row run once cannot show that its outcome differs between runs)."""
+    or a matrix row or latency point run fewer than twice (one run cannot show that its outcome differs between
+    runs)."""
     from pathlib import Path
 
     from bench import run
 
     text = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
     assert f"fault sweeps' runs (which mostly wait) {run.FAULT_RUNS} at a time, the memory sweeps' {run.MEMORY_RUNS}" in text
-    assert "Every fault-matrix cell is run twice" in text
-    plan = run.Plan.make(False, ["supervisor"], ["matrix"])
+    assert "Every fault-matrix cell and every latency-chart point is run twice" in text
+    plan = run.Plan.make(False, ["supervisor"], ["matrix", "latency_workers", "latency_payload"])
     reps = defaultdict(int)
     for job in run.jobs_for(plan):
-        if job.sweep == "matrix":
-            reps[job.scenario.name] += 1
-    assert set(reps.values()) == {2} and set(reps) == set(run.SCENARIOS), reps
+        if job.sweep != "continue_timeout":  # a figure of its own (three runs for its spread), not a matrix cell
+            reps[job.sweep, job.scenario.name, job.workers, job.n] += 1
+    assert set(reps.values()) == {2}, {k: n for k, n in reps.items() if n != 2}
+    assert {name for sweep, name, _, _ in reps if sweep == "matrix"} == set(run.SCENARIOS)
+    assert {sweep for sweep, *_ in reps} == {"matrix", "latency_workers", "latency_payload"}
