@@ -5,9 +5,12 @@
 
 Compared: every fault-matrix cell and every point of the latency charts (outcome, item named, detection median),
 every design's healthy-path overhead ratio and every huge-data rate (MB/s, each design, direction and size). An
-outcome or an item named that differs is a **flip**; a figure outside the tolerance below is a **drift**. Both
-are listed; the exit code is 1 when a cell flipped, 0 otherwise (a drift is information: a figure can move with
-the load of the machine, an outcome must not).
+outcome or an item named that differs is a **flip**, unless it is a **race**: a cell whose runs ended differently
+within one of the two bench runs ("mixed"), where the other run saw one of those outcomes (the design's outcome
+depends on timing, and a run of two shows both or one of them). A figure outside the tolerance below is a
+**drift**. All three are listed; the exit code is 1 when a cell flipped, 0 otherwise (a drift is information: a
+figure can move with the load of the machine; a race is the design's, measured; an outcome that no run of the
+other bench saw must not change).
 """
 
 from __future__ import annotations
@@ -64,9 +67,24 @@ def _words(c: dict[str, Any]) -> str:
     return outcome + ("" if c["culprit"] is None else ", item named" if c["culprit"] else ", no item")
 
 
-def compare(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], list[str], int]:
-    """(flips, drifts, cells compared): one line of text per flipped or drifted cell."""
-    flips, drifts, compared = [], [], 0
+def outcomes(c: dict[str, Any]) -> set[str]:
+    """The outcomes a cell's runs ended with: each of a mixed cell's, else its one (without what follows a comma:
+    "HANGS, re-running the fault's task" is a hang)."""
+    m = re.match(r"mixed over \d+ runs: (.*)", c["outcome"])
+    if m:
+        return {re.sub(r" x\d+$", "", part) for part in m.group(1).split(", ")}
+    return {c["outcome"].split(",")[0]}
+
+
+def is_race(ca: dict[str, Any], cb: dict[str, Any]) -> bool:
+    """One of the two cells is mixed and the other ended as one of its runs did (see the module's docstring)."""
+    mixed = any(c["outcome"].startswith("mixed") for c in (ca, cb))
+    return mixed and bool(outcomes(ca) & outcomes(cb))
+
+
+def compare(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], list[str], list[str], int]:
+    """(flips, races, drifts, cells compared): one line of text per flipped, racing or drifted cell."""
+    flips, races, drifts, compared = [], [], [], 0
     _, _, a = report.matrix_cells(old)
     _, _, b = report.matrix_cells(new)
     cells = [(f"{b.get(('_title', k[0]), k[0])} | `{k[1]}`", a[k], b[k]) for k in sorted(a) if k in b and k[0] != "_title"]
@@ -77,7 +95,7 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], list[s
             continue
         compared += 1
         if _words(ca) != _words(cb):
-            flips.append(f"{where} | {_words(ca)} | {_words(cb)}")
+            (races if is_race(ca, cb) else flips).append(f"{where} | {_words(ca)} | {_words(cb)}")
             continue
         da, db = (None if c["detect"] is None else c["detect"][0] for c in (ca, cb))
         if not agree(da, db):
@@ -94,7 +112,7 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], list[s
             variant, direction, size = key
             drifts.append(f"huge data, {direction} {size >> 10:,} KiB | `{variant}` | {ha[key]:.0f} MB/s | "
                           f"{hb[key]:.0f} MB/s")
-    return flips, drifts, compared
+    return flips, races, drifts, compared
 
 
 def _points(raw: dict[str, Any]) -> dict[tuple[Any, ...], tuple[str, dict[str, Any]]]:
@@ -139,11 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     if "matrix" not in old or "matrix" not in new:
         print("both runs need raw/matrix.json", file=sys.stderr)
         return 2
-    flips, drifts, compared = compare(old, new)
+    flips, races, drifts, compared = compare(old, new)
     print(f"old: {stamp_line(old)}\nnew: {stamp_line(new)}\n")
-    print(f"{compared} cells compared: {len(flips)} flipped (outcome or item named), {len(drifts)} drifted (a figure "
-          f"moved by more than {REL_TOL:.0%} of itself and more than {ABS_TOL * 1000:.0f} ms)\n")
-    for title, rows in (("Flipped", flips), ("Drifted", drifts)):
+    print(f"{compared} cells compared: {len(flips)} flipped (outcome or item named), {len(races)} racing (mixed in "
+          f"one run, one of those outcomes in the other), {len(drifts)} drifted (a figure moved by more than "
+          f"{REL_TOL:.0%} of itself and more than {ABS_TOL * 1000:.0f} ms)\n")
+    for title, rows in (("Flipped", flips), ("Racing", races), ("Drifted", drifts)):
         if rows:
             print(f"{title}:\n\n| fault | design | old | new |\n|---|---|---|---|")
             print("\n".join(f"| {r} |" for r in rows) + "\n")
