@@ -77,14 +77,17 @@ DUMP_LIMIT = 0.5
 # a worker holding gigabytes takes a fraction of a second. 5 s bounds that wait on a loaded machine.
 REAP_LIMIT = 5.0
 # A run still going at its watchdog is called hung only on evidence, read over the last EVIDENCE_WINDOW s before it:
-# - "idle": its processes (the fault's own, e.g. a job spinning in a loop, left out) used or waited for under
-#   BUSY_BELOW of a core together (``_demand_seconds``) and no event was logged (no task started or finished):
-#   everyone waits for something that never comes.
+# - "idle": none of its processes (the fault's own, e.g. a job spinning in a loop, left out) used or waited for
+#   BUSY_BELOW of a core (``_demand_seconds``) and no event was logged (no task started or finished): everyone
+#   waits for something that never comes.
 # - "loop": a task that stamped a fault started more than LOOP_STARTS times: the design keeps re-running it
 #   (Dask, a worker killed while sending), so it never ends however long one waits.
 # Otherwise it is still computing or making progress: watched longer (OVERTIME), then "over_watchdog".
-# The margins: a process moving or unpickling a large result uses (or waits for) close to a whole core, while an
-# idle pool's housekeeping (threads polling, heartbeats) is a small fraction of BUSY_BELOW. 3 s is longer than the
+# The margins: a process moving or unpickling a large result uses (or waits for) close to a whole core, however
+# loaded the machine (waiting counts), while an idle pool's housekeeping (threads polling, heartbeats) is a small
+# fraction of one per process. Per process, not summed: an idle Dask cluster's nine processes each wait for their
+# heartbeats' turn on a loaded machine, 0.14-0.19 core each and 0.5 together (CI, 3.13, beside two xdist workers),
+# which a summed bound of 0.25 read as work ("over the watchdog" instead of HANGS). 3 s is longer than the
 # longest task of any scenario (the run timeout's 2 s sleeps), so a run still working through its tasks logs an
 # event in every window.
 # A run that is busy at its watchdog is watched one window more at a time, up to OVERTIME s past the watchdog: on a
@@ -93,7 +96,7 @@ REAP_LIMIT = 5.0
 # Still busy after OVERTIME: "over_watchdog". 10 s is three windows and more: room for a run the machine slowed (billiard
 # noticing a death among 10^7-int results raised in 9.7 s in one full bench and met its 15 s watchdog in another).
 EVIDENCE_WINDOW = 3.0
-BUSY_BELOW = 0.25
+BUSY_BELOW = 0.5
 LOOP_STARTS = 2
 OVERTIME = 10.0
 # Every session this harness started that may still have a process: the leak check scans them. A session is
@@ -582,17 +585,18 @@ def hang_evidence(since: float, before: dict[int, float], after: dict[int, float
                   now: float) -> dict[str, Any]:
     """What the run's processes did between ``since`` and ``now`` (seconds of CPU used or waited for, per pid, at
     each end: ``_demand_seconds``; the run's events): the verdict "loop", "idle" or "busy" (see EVIDENCE_WINDOW) and
-    the figures behind it. The processes that stamped a fault are left out: a job spinning in its hang is the
-    fault, not the design working."""
+    the figures behind it (``demand_cores``: all processes together; ``busiest``: the three that wanted most). The
+    processes that stamped a fault are left out: a job spinning in its hang is the fault, not the design working."""
     window = max(now - since, TICK)
     fault_pids = {e["pid"] for e in events if e["ev"] == "fault"}
     fault_items = {repr(e["item"]) for e in events if e["ev"] == "fault"}
     used = {pid: cpu - before.get(pid, 0.0) for pid, cpu in after.items() if pid not in fault_pids}
     cores = sum(used.values()) / window
+    most = max(used.values(), default=0.0) / window
     recent = sum(e["t"] >= since for e in events)
     starts = max((sum(e["ev"] == "start" and repr(e["item"]) == item for e in events) for item in fault_items),
                  default=0)
-    verdict = "loop" if starts > LOOP_STARTS else "idle" if cores < BUSY_BELOW and not recent else "busy"
+    verdict = "loop" if starts > LOOP_STARTS else "idle" if most < BUSY_BELOW and not recent else "busy"
     busiest = sorted(used.items(), key=lambda kv: -kv[1])[:3]
     return {"verdict": verdict, "window": round(window, 2), "demand_cores": round(cores, 3), "events": recent,
             "fault_starts": starts, "busiest": [[pid, round(cpu / window, 3)] for pid, cpu in busiest]}
