@@ -588,23 +588,32 @@ def thread_name(item):
 
 # Rule 7: the time from the result at a quarter of the tasks to the result at three quarters, against the
 # ideal (those results x the nap's measured duration / workers), for 4,000 tasks of 1 ms on 4 workers.
-# Measured: 1.015-1.022 on an idle 2-core machine, 1.07-1.10 beside two CPU-bound processes. One item per
-# round trip (BATCH_MAX = 1, a worker idle from its answer to its next item): 1.28-1.30 idle, 1.8-2.3
-# beside the two. 1.2 is 0.1 above the loaded healthy figure and 0.08 below the broken idle one.
+# Measured: 1.015-1.022 on an idle 2-core machine, 1.07-1.10 beside two CPU-bound processes, once 1.25 in CI
+# beside the other xdist workers (3.11). Broken so that a worker waits for a round trip between tasks (one item
+# per batch, BATCH_MAX = 1, and nothing queued behind it): 1.33-1.39 in each of three runs, idle (7ac50bd+).
+# Not caught: BATCH_MAX = 1 alone (the second queued batch hides the round trip, as the rule says), nor one
+# 20 ms batch at a time (a round trip per 20 tasks, within the noise). The neighbours' load only adds time, so
+# the test takes the best of BUSY_TRIES runs, which a round trip per task cannot pass. 1.2: 0.1 above the loaded
+# healthy figure, 0.13 below the broken one.
 BUSY_BOUND = 1.2
+BUSY_TRIES = 3
 
 
 @pytest.mark.timeout(60)
 def test_rule7_the_workers_are_kept_busy_once_up():
-    """Breaks if a worker waits for a round trip between tasks (one item per batch: BATCH_MAX = 1)."""
+    """Breaks if a worker waits for a round trip between tasks (one item at a time, nothing queued behind it)."""
     from bench import throughput
 
     workers, tasks = 4, 4000
-    nap = throughput._nap_seconds(0.001)
-    got = throughput._time("supervisor", workers, 0.001, tasks)
-    assert got["done"] == tasks
-    ratio = got["mid"] / (got["mid_tasks"] * nap / workers)
-    assert ratio < BUSY_BOUND, f"{ratio:.3f}x the ideal once up; {got}"
+    ratios = []
+    for _ in range(BUSY_TRIES):
+        nap = throughput._nap_seconds(0.001)
+        got = throughput._time("supervisor", workers, 0.001, tasks)
+        assert got["done"] == tasks
+        ratios.append(got["mid"] / (got["mid_tasks"] * nap / workers))
+        if ratios[-1] < BUSY_BOUND:
+            break
+    assert min(ratios) < BUSY_BOUND, f"{[round(r, 3) for r in ratios]}x the ideal once up; {got}"
 
 
 # What a spawned worker imports of this package: its own side only (variants/supervisor/__init__.py says why).
