@@ -134,9 +134,15 @@ for _fault in SERIALIZATION:
 for _fault in ("item_unpicklable_in_parent", "result_unpicklable_in_worker", "exception_unpicklable"):
     EXPECTED[_fault]["billiard_pool"] = named("worker_error", detect=BILLIARD_STOP,
                                               why="the error on that task, then terminate() waits for queued tasks")
+# ... and once in two CI runs on 3.13 (5030951) the runner, having reported that, never exited: its stack dump
+# showed it in garbage collection ("Garbage-collecting", no Python frame), and the resource_tracker outlived it.
+MPIRE_EXIT_IN_GC = (("Garbage-collecting",), Expect(
+    "raised", "worker_died", culprit=False, left_running=None,
+    why="the main process's exit stuck in garbage collection after mpire's pool died (3.13, once in two CI runs)"))
 for _fault in ("item_unpickling_kills_worker", "result_pickling_kills_worker"):
     EXPECTED[_fault]["mpire_pool"] = Expect("raised", "worker_died", culprit=False,
-                                            why="mpire's liveness check: 'Worker-N died unexpectedly', no item")
+                                            why="mpire's liveness check: 'Worker-N died unexpectedly', no item",
+                                            race=MPIRE_EXIT_IN_GC)
 EXPECTED["result_pickling_kills_worker"]["billiard_pool"] = named(
     "worker_died", exitcode=-9, detect=12.0, why="WorkerLostError names the signal and the job, once its "
                                                 "lost-worker timeout has passed (1 s in this variant)")
