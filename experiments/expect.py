@@ -66,10 +66,10 @@ class Expect:
     exit_min: float | None = None  # ... at least (a thread or a join keeps the process alive)
     why: str = ""
     # (markers, row): a known race inside the design's library. The markers are regular expressions, all of
-    # which the run's stderr must match: a line the design writes when it sees the race, or frames of the
-    # stack dump the harness takes of a hung run. A run whose stderr matches is checked against that row
-    # instead; any other outcome still has to match this row: the markers are the evidence, the row what
-    # the race causes.
+    # which the run's stderr or the message of the exception it reported must match: a line the design writes
+    # when it sees the race, the error it raised for it, or frames of the stack dump the harness takes of a hung
+    # run (each marker in either). A run that matches is checked against that row instead; any other outcome
+    # still has to match this row: the markers are the evidence, the row what the race causes.
     race: tuple[tuple[str, ...], Expect] | None = None
 
 
@@ -82,19 +82,14 @@ DASK_RERUNS = 3
 # ... unless, by chance, four of those deaths came while the scheduler still had the task as processing (its
 # completion not yet in): then KilledWorker, after tens of re-runs (18 s and 51 s seen while sending a result,
 # 19 s while pickling one, in CI on 3.12; 0 of 5 runs on an idle machine). Both are Dask's behaviour, neither is
-# reported sooner: dask_rerun_row takes this row for a run that raised KilledWorker.
+# reported sooner: the race DASK_KILLED_WORKER, for the rows of the faults Dask re-runs.
 DASK_GIVES_UP = Expect("raised", "worker_died", culprit="any",
                        why="four of the re-runs' deaths counted before their completion reached the scheduler; the "
                            "task KilledWorker names is whichever reached four deaths first, which can be an innocent "
                            "one that kept landing on the dying workers (item 5 for item 2, once, on a loaded machine)")
 
 
-def dask_rerun_row(o: Outcome, row: Expect) -> Expect:
-    """``row``, or DASK_GIVES_UP for a Dask run that ended in KilledWorker (see there): for a fault Dask re-runs."""
-    if o.variant == "dask_distributed" and o.status == "raised" and "KilledWorker" in (o.result or {}).get(
-            "message", ""):
-        return DASK_GIVES_UP
-    return row
+DASK_KILLED_WORKER = ((r"^worker_died: KilledWorker",), DASK_GIVES_UP)
 
 
 # multiprocessing.Pool's terminate() can hang for good (https://github.com/python/cpython/issues/96995, open):
@@ -115,8 +110,10 @@ DESIGN_RACES: dict[str, tuple[tuple[str, ...], Expect]] = {"pool": POOL_TERMINAT
 
 def race_row(o: Outcome, e: Expect) -> Expect:
     """The row a run is checked against: ``e``, or a known race's row when the run carries its evidence."""
+    message = (o.result or {}).get("message") or ""
     for race in (e.race, DESIGN_RACES.get(o.variant)):
-        if race is not None and all(re.search(marker, o.stderr) for marker in race[0]):
+        if race is not None and all(re.search(marker, o.stderr, re.M) or re.search(marker, message, re.M)
+                                    for marker in race[0]):
             return race[1]
     return e
 

@@ -11,7 +11,17 @@ from dataclasses import replace
 
 import pytest
 
-from experiments.expect import DASK_RERUNS, DASK_STOP, POLL, PROMPT, Expect, check, dask_rerun_row, expected_for, params
+from experiments.expect import (
+    DASK_KILLED_WORKER,
+    DASK_RERUNS,
+    DASK_STOP,
+    POLL,
+    PROMPT,
+    Expect,
+    check,
+    expected_for,
+    params,
+)
 from experiments.lab.harness import run_scenario
 from experiments.lab.scenarios import SCENARIOS, SERIALIZATION
 from experiments.test_peer_libraries import BILLIARD_STOP, MPIRE_STOP
@@ -96,7 +106,8 @@ EXPECTED = {
         "dask_distributed": Expect("hung", left_running=True,
                                    why="the task computes, so its result counts as finished; each worker dies "
                                        "pickling it for the client, the nanny restarts it and the scheduler re-runs "
-                                       "the task: a loop, unreported (or KilledWorker: expect.DASK_GIVES_UP)"),
+                                       "the task: a loop, unreported (or KilledWorker: expect.DASK_GIVES_UP)",
+                                   race=DASK_KILLED_WORKER),
     },
     "result_unpicklable_in_parent": {
         "pool": HANG, "pebble_pool": HANG,
@@ -157,7 +168,7 @@ def test_serialization_fault(variant, fault):
     row = expected_for(EXPECTED[fault], variant)
     sc = SCENARIOS[fault]()
     o = run_scenario(variant, **sc.kwargs)
-    check(o, dask_rerun_row(o, row) if fault == "result_pickling_kills_worker" else row, fault_item=sc.fault_item)
+    check(o, row, fault_item=sc.fault_item)
     if variant == "dask_distributed" and fault == "result_pickling_kills_worker":
         kills = sum(e["ev"] == "fault" and e.get("item") == sc.fault_item for e in o.events)
         assert kills >= DASK_RERUNS, f"{kills} death(s) pickling the result: not the re-run loop described"

@@ -347,3 +347,22 @@ def test_the_readme_gives_the_harness_own_evidence_window_and_overtime():
     text = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
     assert f"last {harness.EVIDENCE_WINDOW:g} s show why" in text
     assert f"watches on, {harness.EVIDENCE_WINDOW:g} s at a time, up to {harness.OVERTIME:g} s more" in text
+
+
+def test_a_race_row_takes_its_evidence_from_the_reported_error_too():
+    """expect.race_row: Dask's KilledWorker at the end of its re-run loop is said in the error run() raised, not on
+    stderr; a hung run of the same loop (the scheduler logging deaths, no error) keeps the row "hung"."""
+    from experiments.expect import DASK_GIVES_UP, race_row
+    from experiments.test_worker_phases import SENDING
+
+    def outcome(status, message, stderr=""):
+        return harness.Outcome(variant="dask_distributed", status=status, result={"message": message} if message else None,
+                       fault_t=0.0, detect_latency=None, stop_latency=None, exit_latency=None, lingered=False,
+                       left_running=[], orphans_exit_latency=None, peak_children_mb=None, memory_trace=[],
+                       stdout="", stderr=stderr)
+
+    row = SENDING["dask_distributed"]
+    gave_up = outcome("raised", "worker_died: KilledWorker: Attempted to run task on 4 different workers (item 2)")
+    assert race_row(gave_up, row) is DASK_GIVES_UP
+    looping = outcome("hung", None, stderr="Task ReturnsAt marked as failed because 4 workers died while trying to run it")
+    assert race_row(looping, row) is row
