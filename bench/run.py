@@ -15,7 +15,7 @@ before failing is kept in OUT/partial/raw (stamped "incomplete", with the error)
 A design whose package is not installed is recorded as "not_installed" with the reason, in every
 sweep, and every chart and table says so. Every repetition of a point is run, whatever the ones before it did:
 a hang with every process idle is no proof that the next run hangs too (the article's design, terminating its
-workers while a 10^7-int result was on its way, hung in 2 of 3 runs and raised in the third, issue 26).
+workers while a 10^7-int result was on its way, hung in one full run and raised in the next, issue 26).
 """
 
 from __future__ import annotations
